@@ -8,10 +8,14 @@ package models
 import (
 	_ "embed"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"regexp"
 	"strings"
 )
+
+// ErrUnknownModel means a model id is not in the manifest.
+var ErrUnknownModel = errors.New("unknown model")
 
 //go:embed manifest.json
 var manifestJSON []byte
@@ -52,7 +56,8 @@ type Model struct {
 	Convert           ConvertParams `json:"convert"`
 	Output            Output        `json:"output"`
 	Alignment         string        `json:"alignment"`
-	Threshold         *float64      `json:"threshold"` // calibrated L2 threshold on normalised encodings; nil until calibrated
+	Threshold         *float64      `json:"threshold"` // calibrated L2 threshold on normalised, mirror-averaged encodings; nil until calibrated
+	Calibration       string        `json:"calibration,omitempty"` // how Threshold was chosen, and what it achieved
 	Provenance        string        `json:"provenance"`
 	Licence           string        `json:"licence"`
 	PublishedAccuracy string        `json:"published_accuracy,omitempty"`
@@ -213,7 +218,7 @@ func (m *Manifest) Model(id string) (*Model, error) {
 	for i, md := range m.Models {
 		known[i] = md.ID
 	}
-	return nil, fmt.Errorf("models: unknown model %q (known: %s)", id, strings.Join(known, ", "))
+	return nil, fmt.Errorf("models: %w %q (known: %s)", ErrUnknownModel, id, strings.Join(known, ", "))
 }
 
 // DefaultEncoder returns the encoder used when none is named.

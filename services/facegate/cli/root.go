@@ -90,7 +90,7 @@ func Execute(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	root.PersistentFlags().StringVar(&a.cacheDir, "cache", "", "model cache folder (default $FACEGATE_CACHE or ~/.cache/facegate)")
 	root.PersistentFlags().StringVar(&a.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	root.PersistentFlags().BoolVar(&a.jsonOut, "json", false, "print machine-readable JSON on stdout")
-	root.AddCommand(modelsCmd(a), benchCmd(a))
+	root.AddCommand(modelsCmd(a), benchCmd(a), enrollCmd(a), verifyCmd(a), identifyCmd(a), peopleCmd(a), forgetCmd(a), evalCmd(a), calibrateCmd(a), demoCmd(a))
 
 	err := root.ExecuteContext(ctx)
 	if a.log != nil {
@@ -113,10 +113,16 @@ func Execute(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 // isUsage recognises cobra's own argument errors, which carry no type.
 func isUsage(err error) bool {
 	msg := err.Error()
-	for _, p := range []string{"unknown command", "unknown flag", "unknown shorthand", "accepts ", "requires at least", "requires at most", "flag needs an argument", "invalid argument"} {
+	for _, p := range []string{"unknown command", "unknown flag", "unknown shorthand", "accepts ", "requires at least", "requires at most", "flag needs an argument", "invalid argument", "required flag"} {
 		if strings.Contains(msg, p) {
 			return true
 		}
 	}
 	return false
+}
+
+// printJSONLine prints one compact JSON object: the scripting contract of
+// verify and identify.
+func (a *app) printJSONLine(v any) error {
+	return json.NewEncoder(a.stdout).Encode(v)
 }
