@@ -56,7 +56,7 @@ type Model struct {
 	Convert           ConvertParams `json:"convert"`
 	Output            Output        `json:"output"`
 	Alignment         string        `json:"alignment"`
-	Threshold         *float64      `json:"threshold"` // calibrated L2 threshold on normalised, mirror-averaged encodings; nil until calibrated
+	Threshold         *float64      `json:"threshold"`             // calibrated L2 threshold on normalised, mirror-averaged encodings; nil until calibrated
 	Calibration       string        `json:"calibration,omitempty"` // how Threshold was chosen, and what it achieved
 	Provenance        string        `json:"provenance"`
 	Licence           string        `json:"licence"`
