@@ -13,7 +13,7 @@ import (
 
 func benchCmd(a *app) *cobra.Command {
 	cmd := &cobra.Command{Use: "bench", Short: "Measure speed against the machine's limits"}
-	cmd.AddCommand(benchModelsCmd(a))
+	cmd.AddCommand(benchModelsCmd(a), benchIndexCmd(a))
 	cmd.AddCommand(benchPipelineCmd(a))
 	return cmd
 }

@@ -390,7 +390,7 @@ func evalPairsCmd(a *app) *cobra.Command {
 				}
 			}
 			ctx := cmd.Context()
-			s, err := a.openSession(ctx, &f, false, false)
+			s, err := a.openSession(ctx, &f, false, true)
 			if err != nil {
 				return err
 			}
@@ -417,10 +417,8 @@ func evalPairsCmd(a *app) *cobra.Command {
 			rep.Model, rep.Dataset, rep.Pairs, rep.NoFace = s.eng.Space(), csvPath, len(scored), noFace
 			rep.Protocol = "all pairs; accuracy at the best threshold on these pairs (optimistic: no held-out fold)"
 			rep.Alignment = "facegate detector + alignment, largest face"
-			if th, err := a.thresholdFor(s.eng.Model(), s.eng.Mirrored()); err == nil {
-				at := eval.RatesAt(scored, th)
-				rep.Extra = map[string]string{"accuracy_at_model_threshold": fmt.Sprintf("%.4f", at.Accuracy), "model_threshold": fmt.Sprintf("%.4f", th)}
-			}
+			at := eval.RatesAt(scored, s.threshold)
+			rep.Extra = map[string]string{"accuracy_at_model_threshold": fmt.Sprintf("%.4f", at.Accuracy), "model_threshold": fmt.Sprintf("%.4f", s.threshold)}
 			// Rank-1 identification: each image against all others of the set (leave-one-out).
 			rank1, n := rank1(encs, labelsFromPairs(pairs))
 			if n > 0 {
@@ -598,13 +596,4 @@ func evalTripletsCmd(a *app) *cobra.Command {
 	cmd.Flags().Float64Var(&alpha, "alpha", 0.2, "triplet margin")
 	_ = cmd.MarkFlagRequired("data")
 	return cmd
-}
-
-// thresholdFor is the threshold in force for a model (local calibration, else the manifest's).
-func (a *app) thresholdFor(md *models.Model, mirrored bool) (float64, error) {
-	c, err := a.cache()
-	if err != nil {
-		return 0, err
-	}
-	return models.ThresholdFor(c.Root, md, mirrored)
 }
