@@ -31,6 +31,12 @@ type Template struct {
 	Name      string
 	W, H      int
 	Landmarks Landmarks
+	// SkipMouth fits the similarity to the eyes and nose only. BlazeFace's
+	// mouth keypoint sits about 3.7 px above the mouth-corner midpoint on
+	// LFW crops, and dlib's mean face has a lower mouth than ArcFace's; for
+	// the dlib chip, leaving the mouth out measured better on LFW through
+	// the detector (10-fold, mirror-averaged: 98.83% against 98.63% with it).
+	SkipMouth bool
 }
 
 // arcFace5 is insightface's arcface_dst for 112x112 in OpenCV pixel
@@ -68,7 +74,7 @@ func ArcFace112() Template {
 // the derivation), expressed in the four BlazeFace landmarks.
 func Dlib150() Template {
 	p := DlibChipPoints5(150, 0.25)
-	return Template{Name: "dlib-150", W: 150, H: 150, Landmarks: Landmarks{
+	return Template{Name: "dlib-150", W: 150, H: 150, SkipMouth: true, Landmarks: Landmarks{
 		LeftEye: p[0], RightEye: p[1], Nose: p[2],
 		Mouth: imaging.Point{X: (p[3].X + p[4].X) / 2, Y: (p[3].Y + p[4].Y) / 2},
 	}}
@@ -78,7 +84,11 @@ func Dlib150() Template {
 // img into the template's chip. It returns the transform (image -> chip)
 // so callers can map the chip back onto the frame.
 func Align(img *imaging.RGB, lm Landmarks, t Template, border Border) (*imaging.RGB, Similarity, error) {
-	m, err := EstimateSimilarity(lm.points(), t.Landmarks.points())
+	src, dst := lm.points(), t.Landmarks.points()
+	if t.SkipMouth {
+		src, dst = src[:3], dst[:3] // eyes and nose
+	}
+	m, err := EstimateSimilarity(src, dst)
 	if err != nil {
 		return nil, Similarity{}, fmt.Errorf("align: %s: %w", t.Name, err)
 	}
