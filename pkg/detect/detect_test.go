@@ -210,6 +210,10 @@ func TestSuppress(t *testing.T) {
 // stride-16 anchor nearest its centre, plus an identical duplicate on a
 // stride-32 anchor at a lower score for NMS to merge.
 type squareRunner struct {
+	// logits, when set, is the main anchor's logit on each successive call
+	// (the first pass, then each recheck); otherwise 3 (score 0.95).
+	logits  []float32
+	calls   int
 	maxSide float64
 	biasX   float64 // shifts every keypoint by this many input pixels
 	batches []int64
@@ -224,6 +228,11 @@ func (s *squareRunner) Run(ctx context.Context, in Tensor) ([]Tensor, error) {
 	}
 	n, size := int(in.Shape[0]), int(in.Shape[1])
 	s.batches = append(s.batches, in.Shape[0])
+	main := float32(3)
+	if s.calls < len(s.logits) {
+		main = s.logits[s.calls]
+	}
+	s.calls++
 	r := newRaw(n)
 	for b := 0; b < n; b++ {
 		img := in.Data[b*size*size*3 : (b+1)*size*size*3]
@@ -253,9 +262,13 @@ func (s *squareRunner) Run(ctx context.Context, in Tensor) ([]Tensor, error) {
 			r.set(b, row, logit, reg)
 		}
 		gx, gy := min(int(cx/16), 15), min(int(cy/16), 15)
-		emit((gy*16+gx)*2, 16*(float64(gx)+0.5), 16*(float64(gy)+0.5), 3)
+		emit((gy*16+gx)*2, 16*(float64(gx)+0.5), 16*(float64(gy)+0.5), main)
 		gx, gy = min(int(cx/32), 7), min(int(cy/32), 7)
-		emit(512+(gy*8+gx)*6, 32*(float64(gx)+0.5), 32*(float64(gy)+0.5), 1)
+		second := float32(1)
+		if s.logits != nil {
+			second = -9 // scripted runs: only the main anchor speaks
+		}
+		emit(512+(gy*8+gx)*6, 32*(float64(gx)+0.5), 32*(float64(gy)+0.5), second)
 	}
 	return r.tensors(), nil
 }
@@ -295,7 +308,7 @@ func checkFace(t *testing.T, f Face, x, y, side, tol float64) {
 // with a face needs one plain pass only.
 func TestDetectorMapsBackThroughLetterbox(t *testing.T) {
 	run := &squareRunner{maxSide: 150}
-	d, err := New(run, Options{})
+	d, err := New(run, Options{NoRecheck: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -325,7 +338,7 @@ func TestDetectorMapsBackThroughLetterbox(t *testing.T) {
 func TestDetectorPadsCrops(t *testing.T) {
 	for _, side := range []int{96, 112, 150} {
 		run := &squareRunner{maxSide: 150}
-		d, err := New(run, Options{})
+		d, err := New(run, Options{NoRecheck: true})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -342,7 +355,7 @@ func TestDetectorPadsCrops(t *testing.T) {
 		}
 	}
 	// Without padding the crop yields nothing.
-	d, _ := New(&squareRunner{maxSide: 150}, Options{Pad: PadNever})
+	d, _ := New(&squareRunner{maxSide: 150}, Options{Pad: PadNever, NoRecheck: true})
 	res, err := d.Detect(context.Background(), scene(112, 112, [3]int{0, 0, 112}))
 	if err != nil || len(res.Faces) != 0 || res.Padded {
 		t.Fatalf("PadNever: %+v %v", res, err)
@@ -353,7 +366,7 @@ func TestDetectorPadsCrops(t *testing.T) {
 // second, padded call is made.
 func TestDetectorPadsWhenEmpty(t *testing.T) {
 	run := &squareRunner{maxSide: 150}
-	d, _ := New(run, Options{})
+	d, _ := New(run, Options{NoRecheck: true})
 	res, err := d.Detect(context.Background(), scene(640, 480, [3]int{80, 0, 480}))
 	if err != nil {
 		t.Fatal(err)
@@ -367,7 +380,7 @@ func TestDetectorPadsWhenEmpty(t *testing.T) {
 	}
 	// A frame with no face at all also gets the second pass, and stays empty.
 	run = &squareRunner{maxSide: 150}
-	d, _ = New(run, Options{})
+	d, _ = New(run, Options{NoRecheck: true})
 	res, err = d.Detect(context.Background(), scene(640, 480))
 	if err != nil || len(res.Faces) != 0 || !res.Padded || len(run.batches) != 2 {
 		t.Fatalf("empty frame: %+v %v calls %v", res, err, run.batches)
@@ -377,7 +390,7 @@ func TestDetectorPadsWhenEmpty(t *testing.T) {
 // When both passes see the face (a face at half the crop), NMS merges the
 // two detections into one.
 func TestDetectorMergesPasses(t *testing.T) {
-	d, _ := New(&squareRunner{maxSide: 150}, Options{})
+	d, _ := New(&squareRunner{maxSide: 150}, Options{NoRecheck: true})
 	res, err := d.Detect(context.Background(), scene(200, 200, [3]int{50, 50, 100}))
 	if err != nil {
 		t.Fatal(err)
@@ -394,7 +407,7 @@ func TestDetectorMergesPasses(t *testing.T) {
 func TestDetectorMirrorAverage(t *testing.T) {
 	img := scene(640, 480, [3]int{400, 100, 80})
 	run := &squareRunner{maxSide: 150, biasX: -4}
-	d, _ := New(run, Options{})
+	d, _ := New(run, Options{NoRecheck: true})
 	res, err := d.Detect(context.Background(), img)
 	if err != nil || len(res.Faces) != 1 {
 		t.Fatalf("%+v %v", res, err)
@@ -403,7 +416,7 @@ func TestDetectorMirrorAverage(t *testing.T) {
 		t.Fatalf("without mirroring the nose should carry the bias (-10 px): %v", nose)
 	}
 	run = &squareRunner{maxSide: 150, biasX: -4}
-	d, _ = New(run, Options{MirrorAverage: true})
+	d, _ = New(run, Options{MirrorAverage: true, NoRecheck: true})
 	res, err = d.Detect(context.Background(), img)
 	if err != nil || len(res.Faces) != 1 {
 		t.Fatalf("%+v %v", res, err)
@@ -414,7 +427,7 @@ func TestDetectorMirrorAverage(t *testing.T) {
 	}
 	// A crop: plain, padded, and both mirrored in one batch of four.
 	run = &squareRunner{maxSide: 150, biasX: -4}
-	d, _ = New(run, Options{MirrorAverage: true})
+	d, _ = New(run, Options{MirrorAverage: true, NoRecheck: true})
 	res, err = d.Detect(context.Background(), scene(112, 112, [3]int{0, 0, 112}))
 	if err != nil || len(res.Faces) != 1 {
 		t.Fatalf("%+v %v", res, err)
@@ -441,7 +454,7 @@ func (g gridRunner) Run(ctx context.Context, in Tensor) ([]Tensor, error) {
 
 func TestDetectorMaxFaces(t *testing.T) {
 	img := scene(512, 512)
-	d, _ := New(gridRunner{25}, Options{})
+	d, _ := New(gridRunner{25}, Options{NoRecheck: true})
 	res, err := d.Detect(context.Background(), img)
 	if err != nil {
 		t.Fatal(err)
@@ -458,7 +471,7 @@ func TestDetectorMaxFaces(t *testing.T) {
 	if b := res.Faces[0].Box; !near(b.X, -4, 1e-9) || !near(b.W, 40, 1e-9) {
 		t.Errorf("best face box %+v", b)
 	}
-	d, _ = New(gridRunner{25}, Options{MaxFaces: 3})
+	d, _ = New(gridRunner{25}, Options{MaxFaces: 3, NoRecheck: true})
 	if res, _ = d.Detect(context.Background(), img); len(res.Faces) != 3 || res.Dropped != 22 {
 		t.Fatalf("MaxFaces 3: %d faces, %d dropped", len(res.Faces), res.Dropped)
 	}
@@ -468,7 +481,7 @@ func TestDetectorErrors(t *testing.T) {
 	if _, err := New(nil, Options{}); err == nil {
 		t.Error("nil runner accepted")
 	}
-	for _, o := range []Options{{ScoreThreshold: 1.5}, {IoUThreshold: -1}, {MaxFaces: -1}, {PadFactor: 0.5}, {InputSize: 100}, {NMS: 7}} {
+	for _, o := range []Options{{ScoreThreshold: 1.5}, {IoUThreshold: -1}, {MaxFaces: -1}, {PadFactor: 0.5}, {InputSize: 100}, {NMS: 7}, {ScoreThreshold: 0.5, CandidateThreshold: 0.6}, {RecheckScore: 1.2}} {
 		if _, err := New(gridRunner{}, o); err == nil {
 			t.Errorf("options %+v accepted", o)
 		}
@@ -486,5 +499,45 @@ func TestDetectorErrors(t *testing.T) {
 	}
 	if _, err := d.Detect(context.Background(), &imaging.RGB{W: 3, H: 3}); err == nil {
 		t.Error("malformed image accepted")
+	}
+}
+
+func logit(p float64) float32 { return float32(math.Log(p / (1 - p))) }
+
+// The recheck keeps a detection only when the crop around it confirms it,
+// more strongly for a weak first-pass score.
+func TestRecheck(t *testing.T) {
+	img := imaging.NewRGB(640, 480)
+	for y := 200; y < 260; y++ {
+		for x := 300; x < 360; x++ {
+			img.SetRGB(x, y, 255, 0, 0)
+		}
+	}
+	for _, tc := range []struct {
+		name         string
+		first, again float64
+		want         int
+	}{
+		{"strong and confirmed", 0.9, 0.8, 1},
+		{"strong, not confirmed", 0.9, 0.6, 0},
+		{"weak, strongly confirmed", 0.45, 0.9, 1},
+		{"weak, confirmed only weakly", 0.45, 0.8, 0},
+		{"below candidates", 0.35, 0.99, 0},
+	} {
+		run := &squareRunner{maxSide: 200, logits: []float32{logit(tc.first), logit(tc.again)}}
+		d, err := New(run, Options{Pad: PadNever})
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := d.Detect(context.Background(), img)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(res.Faces) != tc.want {
+			t.Errorf("%s: %d faces (%d rejected, %d runs), want %d", tc.name, len(res.Faces), res.Rejected, len(run.batches), tc.want)
+		}
+		if tc.want == 1 && math.Abs(res.Faces[0].Score-tc.first) > 0.01 {
+			t.Errorf("%s: score %.3f, want the first pass's %.3f", tc.name, res.Faces[0].Score, tc.first)
+		}
 	}
 }
