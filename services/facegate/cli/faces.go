@@ -200,17 +200,11 @@ func verifyCmd(a *app) *cobra.Command {
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			s, err := a.openSession(ctx, &f, true, true)
+			s, _, subj, err := a.probe(ctx, &f, args[0])
 			if err != nil {
 				return err
 			}
 			defer s.close()
-			res, _, err := s.analyze(ctx, args[0])
-			if err != nil {
-				return err
-			}
-			subj := subject(res)
-			warnQuality(a, args[0], subj)
 			m, err := s.gal.Verify(ctx, as, subj.Encoding)
 			if errors.Is(err, gallery.ErrUnknownPerson) {
 				return usageErr("%q is not enrolled in %s", as, f.db)
@@ -241,17 +235,11 @@ func identifyCmd(a *app) *cobra.Command {
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			s, err := a.openSession(ctx, &f, true, true)
+			s, res, subj, err := a.probe(ctx, &f, args[0])
 			if err != nil {
 				return err
 			}
 			defer s.close()
-			res, _, err := s.analyze(ctx, args[0])
-			if err != nil {
-				return err
-			}
-			subj := subject(res)
-			warnQuality(a, args[0], subj)
 			m, err := s.gal.Identify(ctx, subj.Encoding)
 			if errors.Is(err, gallery.ErrEmpty) {
 				return usageErr("%s has nobody enrolled: run `facegate enroll` first", f.db)
@@ -364,6 +352,23 @@ func (a *app) openGalleryOnly(ctx context.Context, f *faceFlags) (*gallery.Galle
 		return nil, usageErr("%v", err)
 	}
 	return g, err
+}
+
+// probe opens a session with the gallery and finds the subject face of the
+// image a verify or identify is about.
+func (a *app) probe(ctx context.Context, f *faceFlags, path string) (*session, *face.Result, face.Face, error) {
+	s, err := a.openSession(ctx, f, true, true)
+	if err != nil {
+		return nil, nil, face.Face{}, err
+	}
+	res, _, err := s.analyze(ctx, path)
+	if err != nil {
+		s.close()
+		return nil, nil, face.Face{}, err
+	}
+	subj := subject(res)
+	warnQuality(a, path, subj)
+	return s, res, subj, nil
 }
 
 // warnQuality tells a person when the decision rests on a poor face; a door
