@@ -518,8 +518,9 @@ func TestRecheck(t *testing.T) {
 		first, again float64
 		want         int
 	}{
-		{"strong and confirmed", 0.9, 0.8, 1},
-		{"strong, not confirmed", 0.9, 0.6, 0},
+		{"strong and confirmed", 0.8, 0.75, 1},
+		{"strong, not confirmed", 0.8, 0.6, 0},
+		{"confirmed by its own score", 0.95, 0.1, 1},
 		{"weak, strongly confirmed", 0.45, 0.9, 1},
 		{"weak, confirmed only weakly", 0.45, 0.8, 0},
 		{"below candidates", 0.35, 0.99, 0},
