@@ -1,0 +1,238 @@
+// Command embedder is one replica of an embedder pool: it consumes camera
+// frames from JetStream, finds, aligns and embeds every face, and publishes
+// one face event per frame (package embedder). Every setting is a flag with
+// an environment fallback (FACEGATE_*), which is how the operator's pods
+// configure it. SIGTERM or SIGINT drains: frames already fetched are
+// finished and acked before the process exits.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"runtime"
+	"syscall"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+
+	"github.com/facegate/facegate/pkg/bus"
+	"github.com/facegate/facegate/pkg/embedder"
+	"github.com/facegate/facegate/pkg/face"
+	"github.com/facegate/facegate/pkg/inference"
+	"github.com/facegate/facegate/pkg/modelcache"
+)
+
+// settings are the command's options after flags and environment.
+type settings struct {
+	natsURL       string
+	model         string
+	cacheDir      string
+	durable       string
+	site          string
+	instance      string
+	batch         int
+	concurrency   int
+	threads       int
+	maxAge        time.Duration
+	ackWait       time.Duration
+	drainTimeout  time.Duration
+	statsInterval time.Duration
+	ensureStreams bool
+	logLevel      string
+}
+
+// parse reads flags from args, falling back to getenv for every flag not
+// given, then to the defaults.
+func parse(args []string, getenv func(string) string, stderr io.Writer) (settings, error) {
+	var s settings
+	fs := flag.NewFlagSet("embedder", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	host, _ := os.Hostname()
+	fs.StringVar(&s.natsURL, "nats-url", nats.DefaultURL, "NATS server URL(s), comma-separated (env FACEGATE_NATS_URL)")
+	fs.StringVar(&s.model, "model", "", "encoder model id; empty for the manifest's default (env FACEGATE_MODEL)")
+	fs.StringVar(&s.cacheDir, "cache", "", "model cache root; empty for the default (env FACEGATE_CACHE)")
+	fs.StringVar(&s.durable, "durable", "", "consumer name shared by the pool; empty for embedder-<space> (env FACEGATE_DURABLE)")
+	fs.StringVar(&s.site, "site", "", "consume only this site's frames; empty for all sites (env FACEGATE_SITE)")
+	fs.StringVar(&s.instance, "instance", host, "this replica's name in events (env FACEGATE_INSTANCE)")
+	fs.IntVar(&s.batch, "batch", 8, "messages per fetch (env FACEGATE_BATCH)")
+	fs.IntVar(&s.concurrency, "concurrency", runtime.NumCPU(), "frames processed at once (env FACEGATE_CONCURRENCY)")
+	fs.IntVar(&s.threads, "intra-op-threads", 1, "ONNX Runtime threads per inference; concurrency gives the parallelism (env FACEGATE_INTRA_OP_THREADS)")
+	fs.DurationVar(&s.maxAge, "max-age", 5*time.Second, "frames captured longer ago are dropped as expired (env FACEGATE_MAX_AGE)")
+	fs.DurationVar(&s.ackWait, "ack-wait", 30*time.Second, "redelivery timeout of an unacked frame (env FACEGATE_ACK_WAIT)")
+	fs.DurationVar(&s.drainTimeout, "drain-timeout", 25*time.Second, "bound on finishing fetched frames after SIGTERM (env FACEGATE_DRAIN_TIMEOUT)")
+	fs.DurationVar(&s.statsInterval, "stats-interval", time.Minute, "how often counters are logged; 0 disables (env FACEGATE_STATS_INTERVAL)")
+	fs.BoolVar(&s.ensureStreams, "ensure-streams", true, "create or update the streams at start-up (env FACEGATE_ENSURE_STREAMS)")
+	fs.StringVar(&s.logLevel, "log-level", "info", "debug, info, warn or error (env FACEGATE_LOG_LEVEL)")
+	if err := fs.Parse(args); err != nil {
+		return s, err
+	}
+	if fs.NArg() > 0 {
+		return s, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	var errs []error
+	fs.VisitAll(func(f *flag.Flag) {
+		if given[f.Name] {
+			return
+		}
+		env := "FACEGATE_" + envName(f.Name)
+		if v := getenv(env); v != "" {
+			if err := f.Value.Set(v); err != nil {
+				errs = append(errs, fmt.Errorf("%s=%q: %w", env, v, err))
+			}
+		}
+	})
+	if err := errors.Join(errs...); err != nil {
+		return s, err
+	}
+	switch {
+	case s.batch < 1:
+		return s, fmt.Errorf("batch %d: want at least 1", s.batch)
+	case s.concurrency < 1:
+		return s, fmt.Errorf("concurrency %d: want at least 1", s.concurrency)
+	case s.threads < 1:
+		return s, fmt.Errorf("intra-op-threads %d: want at least 1", s.threads)
+	case s.maxAge <= 0 || s.ackWait <= 0 || s.drainTimeout <= 0:
+		return s, errors.New("max-age, ack-wait and drain-timeout must be positive")
+	}
+	if s.site != "" {
+		if err := bus.ValidateToken("site", s.site); err != nil {
+			return s, err
+		}
+	}
+	return s, nil
+}
+
+func envName(flagName string) string {
+	b := []byte(flagName)
+	for i, c := range b {
+		switch {
+		case c == '-':
+			b[i] = '_'
+		case 'a' <= c && c <= 'z':
+			b[i] = c - 'a' + 'A'
+		}
+	}
+	return string(b)
+}
+
+func main() {
+	s, err := parse(os.Args[1:], os.Getenv, os.Stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		os.Exit(0)
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "embedder: %v\n", err)
+		os.Exit(2)
+	}
+	log, err := newLogger(s.logLevel)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "embedder: %v\n", err)
+		os.Exit(2)
+	}
+	defer log.Sync() //nolint:errcheck // nothing useful to do when stderr is gone
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	if err := run(ctx, s, log); err != nil {
+		log.Error("embedder stopped", zap.Error(err))
+		os.Exit(1)
+	}
+}
+
+func newLogger(level string) (*zap.Logger, error) {
+	lvl, err := zap.ParseAtomicLevel(level)
+	if err != nil {
+		return nil, fmt.Errorf("log level %q: %w", level, err)
+	}
+	cfg := zap.NewProductionConfig()
+	cfg.Level = lvl
+	return cfg.Build()
+}
+
+func run(ctx context.Context, s settings, log *zap.Logger) error {
+	cache, err := modelcache.New(s.cacheDir, log)
+	if err != nil {
+		return err
+	}
+	rt, err := inference.Open(inference.Options{LibraryPath: cache.LibraryPath(), IntraOpThreads: s.threads})
+	if err != nil {
+		return err
+	}
+	defer rt.Close()
+	eng, err := face.Open(ctx, rt, cache, face.Options{Encoder: s.model})
+	if err != nil {
+		return err
+	}
+	defer eng.Close()
+	version := ""
+	if p, err := cache.Manifest.Package(eng.Model().Package); err == nil {
+		version = p.Version
+	}
+
+	nc, err := nats.Connect(s.natsURL, nats.Name("facegate-embedder "+s.instance), nats.MaxReconnects(-1))
+	if err != nil {
+		return fmt.Errorf("connect to NATS at %s: %w", s.natsURL, err)
+	}
+	// Drain (not Close) so acks and publishes still buffered reach the
+	// server before the process exits.
+	defer nc.Drain() //nolint:errcheck // exiting anyway
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fmt.Errorf("jetstream: %w", err)
+	}
+	if s.ensureStreams {
+		if err := bus.EnsureStreams(ctx, js, bus.DefaultConfig()); err != nil {
+			return err
+		}
+	}
+	filter := ""
+	if s.site != "" {
+		if filter, err = bus.SiteFilter(bus.KindFrames, s.site); err != nil {
+			return err
+		}
+	}
+	w, err := embedder.New(embedder.Config{
+		Engine: eng, JetStream: js, ModelVersion: version, Durable: s.durable, FilterSubject: filter,
+		Batch: s.batch, Concurrency: s.concurrency, MaxAge: s.maxAge, AckWait: s.ackWait,
+		DrainTimeout: s.drainTimeout, Instance: s.instance, Log: log,
+	})
+	if err != nil {
+		return err
+	}
+	log.Info("embedder started", zap.String("space", eng.Space()), zap.String("model_version", version),
+		zap.String("consumer", w.Durable()), zap.String("filter", filter), zap.Int("batch", s.batch),
+		zap.Int("concurrency", s.concurrency), zap.Duration("max_age", s.maxAge))
+
+	if s.statsInterval > 0 {
+		go func() {
+			t := time.NewTicker(s.statsInterval)
+			defer t.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-t.C:
+					logStats(log, "embedder stats", w.Stats())
+				}
+			}
+		}()
+	}
+	err = w.Run(ctx)
+	logStats(log, "embedder drained", w.Stats())
+	return err
+}
+
+func logStats(log *zap.Logger, msg string, st *embedder.Stats) {
+	log.Info(msg,
+		zap.Uint64("received", st.Received.Load()), zap.Uint64("published", st.Published.Load()),
+		zap.Uint64("faces", st.Faces.Load()), zap.Uint64("expired", st.Expired.Load()),
+		zap.Uint64("poison", st.Poison.Load()), zap.Uint64("retried", st.Retried.Load()))
+}
