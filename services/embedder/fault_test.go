@@ -3,10 +3,12 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -181,7 +183,7 @@ func TestSIGKILLMidStreamLosesNoFrame(t *testing.T) {
 	}
 
 	args := []string{"--ensure-streams=false", "--ack-wait=3s", "--max-age=2m", "--concurrency=2", "--batch=4",
-		"--instance=fault-test", "--stats-interval=0", "--log-level=warn"}
+		"--instance=fault-test", "--crops", "--stats-interval=0", "--log-level=info"}
 	first := startChild(t, srv.URL(), args...)
 	deadline := time.Now().Add(2 * time.Minute)
 	for count(t, js, bus.StreamFaces) < uint64(n/3) {
@@ -262,7 +264,36 @@ func TestSIGKILLMidStreamLosesNoFrame(t *testing.T) {
 	if len(faces)+len(expired) != n {
 		t.Errorf("events for %d frames, want %d", len(faces)+len(expired), n)
 	}
-	t.Logf("%d frames: %d face events before SIGKILL, %d expiries, total %v", n, killedAt, len(expired), time.Since(start).Round(time.Millisecond))
+	// The kill must have interrupted work: frames the first process had
+	// fetched but not acked are delivered again to the second.
+	cons, err := js.Consumer(context.Background(), bus.StreamFrames, embedder.DefaultDurable(spaceOf(t, second.log())))
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := cons.Info(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Delivered.Consumer <= uint64(n) {
+		t.Errorf("%d deliveries for %d frames: the SIGKILL interrupted nothing, so the test proved nothing", info.Delivered.Consumer, n)
+	}
+	t.Logf("%d frames, %d deliveries: %d face events before SIGKILL, %d expiries, total %v", n, info.Delivered.Consumer, killedAt, len(expired), time.Since(start).Round(time.Millisecond))
+}
+
+// spaceOf finds the embedding space in the embedder's start-up log line.
+func spaceOf(t *testing.T, log string) string {
+	t.Helper()
+	for _, line := range strings.Split(log, "\n") {
+		var rec struct {
+			Msg   string `json:"msg"`
+			Space string `json:"space"`
+		}
+		if json.Unmarshal([]byte(line), &rec) == nil && rec.Msg == "embedder started" {
+			return rec.Space
+		}
+	}
+	t.Fatalf("no start-up line in the embedder's log:\n%s", log)
+	return ""
 }
 
 func head(s []uint64) []uint64 { return s[:min(len(s), 10)] }

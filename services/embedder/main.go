@@ -45,6 +45,7 @@ type settings struct {
 	drainTimeout  time.Duration
 	statsInterval time.Duration
 	ensureStreams bool
+	crops         bool
 	logLevel      string
 }
 
@@ -69,6 +70,7 @@ func parse(args []string, getenv func(string) string, stderr io.Writer) (setting
 	fs.DurationVar(&s.drainTimeout, "drain-timeout", 25*time.Second, "bound on finishing fetched frames after SIGTERM (env FACEGATE_DRAIN_TIMEOUT)")
 	fs.DurationVar(&s.statsInterval, "stats-interval", time.Minute, "how often counters are logged; 0 disables (env FACEGATE_STATS_INTERVAL)")
 	fs.BoolVar(&s.ensureStreams, "ensure-streams", true, "create or update the streams at start-up (env FACEGATE_ENSURE_STREAMS)")
+	fs.BoolVar(&s.crops, "crops", false, "add a small aligned JPEG of every face for the console (env FACEGATE_CROPS)")
 	fs.StringVar(&s.logLevel, "log-level", "info", "debug, info, warn or error (env FACEGATE_LOG_LEVEL)")
 	if err := fs.Parse(args); err != nil {
 		return s, err
@@ -202,7 +204,7 @@ func run(ctx context.Context, s settings, log *zap.Logger) error {
 	w, err := embedder.New(embedder.Config{
 		Engine: eng, JetStream: js, ModelVersion: version, Durable: s.durable, FilterSubject: filter,
 		Batch: s.batch, Concurrency: s.concurrency, MaxAge: s.maxAge, AckWait: s.ackWait,
-		DrainTimeout: s.drainTimeout, Instance: s.instance, Log: log,
+		DrainTimeout: s.drainTimeout, Instance: s.instance, Crops: s.crops, Log: log,
 	})
 	if err != nil {
 		return err
@@ -234,5 +236,5 @@ func logStats(log *zap.Logger, msg string, st *embedder.Stats) {
 	log.Info(msg,
 		zap.Uint64("received", st.Received.Load()), zap.Uint64("published", st.Published.Load()),
 		zap.Uint64("faces", st.Faces.Load()), zap.Uint64("expired", st.Expired.Load()),
-		zap.Uint64("poison", st.Poison.Load()), zap.Uint64("retried", st.Retried.Load()))
+		zap.Uint64("poison", st.Poison.Load()), zap.Uint64("retried", st.Retried.Load()), zap.Uint64("failed", st.Failed.Load()))
 }
