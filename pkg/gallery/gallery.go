@@ -346,3 +346,52 @@ func randomHex(n int) string {
 	}
 	return hex.EncodeToString(b)
 }
+
+// IdentifyFaces identifies every face of one frame. A person is in a frame at
+// most once, so the (face, person) pairs closer than threshold are assigned
+// greedily, nearest first, each face and each person used once: two faces
+// both nearest to one enrolled person no longer both open the door as them.
+// A face left without a person gets Name "" and the distance to its nearest
+// person.
+func (g *Gallery) IdentifyFaces(ctx context.Context, encs [][]float32, threshold float64) ([]Match, error) {
+	if len(g.m.People) == 0 {
+		return nil, fmt.Errorf("gallery: %w", ErrEmpty)
+	}
+	names := make(map[string]string, len(g.m.People))
+	for name, p := range g.m.People {
+		names[p.ID] = name
+	}
+	type cand struct {
+		face   int
+		person string
+		dist   float64
+	}
+	var cands []cand
+	out := make([]Match, len(encs))
+	for i, enc := range encs {
+		res, err := g.idx.Search(ctx, g.coll, enc, index.SearchOptions{K: searchTop})
+		if err != nil {
+			return nil, fmt.Errorf("gallery: %w", err)
+		}
+		out[i].Distance = 2
+		for j, ph := range res.Persons {
+			d := float64(ph.Distance)
+			if j == 0 {
+				out[i].Distance = d
+			}
+			if d < threshold {
+				cands = append(cands, cand{i, ph.Person, d})
+			}
+		}
+	}
+	sort.Slice(cands, func(a, b int) bool { return cands[a].dist < cands[b].dist })
+	faceDone, personDone := make([]bool, len(encs)), map[string]bool{}
+	for _, c := range cands {
+		if faceDone[c.face] || personDone[c.person] {
+			continue
+		}
+		faceDone[c.face], personDone[c.person] = true, true
+		out[c.face] = Match{Name: names[c.person], Distance: c.dist}
+	}
+	return out, nil
+}

@@ -189,3 +189,50 @@ func TestBadInputs(t *testing.T) {
 		t.Fatal("corrupt gallery.json accepted")
 	}
 }
+
+func TestIdentifyFacesUsesEachPersonOnce(t *testing.T) {
+	ctx := context.Background()
+	g, err := gallery.Open(ctx, t.TempDir(), "m-test", dim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	e := func(i int) []float32 { v := make([]float32, dim); v[i] = 1; return v }
+	mix := func(a, b []float32, wa float64) []float32 {
+		v := make([]float32, dim)
+		for i := range v {
+			v[i] = float32(wa*float64(a[i]) + (1-wa)*float64(b[i]))
+		}
+		var s float64
+		for _, x := range v {
+			s += float64(x) * float64(x)
+		}
+		for i := range v {
+			v[i] = float32(float64(v[i]) / math.Sqrt(s))
+		}
+		return v
+	}
+	if _, err := g.Enroll(ctx, "alice", []byte("a"), e(0)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := g.Enroll(ctx, "bob", []byte("b"), e(1)); err != nil {
+		t.Fatal(err)
+	}
+	// Two faces both nearest to alice; the second is also within reach of bob.
+	faces := [][]float32{mix(e(0), e(2), 0.95), mix(e(0), e(1), 0.6), e(3)}
+	ms, err := g.IdentifyFaces(ctx, faces, 1.0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ms[0].Name != "alice" || ms[1].Name != "bob" || ms[2].Name != "" {
+		t.Fatalf("assignment %+v, want alice, bob, unknown", ms)
+	}
+	if math.Abs(ms[2].Distance-math.Sqrt2) > 1e-5 {
+		t.Fatalf("unknown face distance %v, want its nearest person's %v", ms[2].Distance, math.Sqrt2)
+	}
+	// With a tight threshold the second face matches nobody rather than alice twice.
+	ms, _ = g.IdentifyFaces(ctx, faces, 0.5)
+	if ms[0].Name != "alice" || ms[1].Name != "" {
+		t.Fatalf("tight threshold: %+v", ms)
+	}
+}

@@ -121,15 +121,21 @@ The NATS JetStream pipeline (gateway -> embedder -> matcher) is not built yet; s
 				if err != nil {
 					return err
 				}
-				for _, fc := range res.Faces {
-					m, err := s.gal.Identify(ctx, fc.Encoding)
-					if err != nil {
-						return err
-					}
+				encs := make([][]float32, len(res.Faces))
+				for i, fc := range res.Faces {
+					encs[i] = fc.Encoding
+				}
+				// One person is in a frame at most once: faces and people are paired nearest first.
+				ms, err := s.gal.IdentifyFaces(ctx, encs, s.threshold)
+				if err != nil {
+					return err
+				}
+				for i, fc := range res.Faces {
+					m := ms[i]
 					d := demoDecision{Frame: fr.name, Door: "door-1", Mode: "identify", Decision: "unknown", Distance: m.Distance,
 						Threshold: s.threshold, Model: model, Box: [4]int{int(fc.Box.X), int(fc.Box.Y), int(fc.Box.W), int(fc.Box.H)},
 						LatencyMS: float64(time.Since(t0).Microseconds()) / 1e3}
-					if m.Distance < s.threshold {
+					if m.Name != "" {
 						name := m.Name
 						d.Decision, d.Identity = "grant", &name
 					}
