@@ -123,9 +123,19 @@ func TestCampusAccountsIsolateBuildings(t *testing.T) {
 	south := connect(t, url, "south", southErrs)
 	northFrame, _ := bus.FramesSubject("north", "entrance")
 	southFrame, _ := bus.FramesSubject("south", "entrance")
+	// Gateways publish with JetStream and wait for the stream's ack, which
+	// must come back across the account boundary.
+	northJS, err := jetstream.New(north)
+	if err != nil {
+		t.Fatal(err)
+	}
 	for range 3 {
-		if err := north.Publish(northFrame, []byte("jpeg")); err != nil {
-			t.Fatal(err)
+		ack, err := northJS.Publish(ctx, northFrame, []byte("jpeg"))
+		if err != nil {
+			t.Fatalf("north's JetStream publish got no ack through its account's import: %v", err)
+		}
+		if ack.Stream != bus.StreamFrames {
+			t.Fatalf("north's frame stored in %q", ack.Stream)
 		}
 	}
 	// North may not publish south's frames.
