@@ -4,9 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"math"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -426,6 +429,20 @@ func TestPoisonFramesAreTerminatedAndReported(t *testing.T) {
 	s := r.w.Stats()
 	if s.Poison.Load() != 2 || s.Published.Load() != 1 {
 		t.Errorf("poison %d, published %d; want 2 and 1", s.Poison.Load(), s.Published.Load())
+	}
+	// The same counters as Prometheus sees them.
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(r.w.Collectors("test-space")...)
+	exp := `
+# HELP facegate_embedder_frames_poison_total Frames terminated as undecodable, with an error event.
+# TYPE facegate_embedder_frames_poison_total counter
+facegate_embedder_frames_poison_total{space="test-space"} 2
+# HELP facegate_embedder_face_events_published_total Face events stored in the FACES stream (de-duplicated republishes included).
+# TYPE facegate_embedder_face_events_published_total counter
+facegate_embedder_face_events_published_total{space="test-space"} 1
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(exp), "facegate_embedder_frames_poison_total", "facegate_embedder_face_events_published_total"); err != nil {
+		t.Errorf("metrics: %v", err)
 	}
 	evs := e.faceEvents(t)
 	if len(evs) != 1 || evs[0].GetFrame().GetSequence() != 3 || len(evs[0].GetFaces()) != 1 {

@@ -7,10 +7,16 @@
 package main
 
 import (
+	"net"
+	"net/http"
+
 	"context"
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"io"
 	"os"
 	"os/signal"
@@ -47,6 +53,7 @@ type settings struct {
 	ensureStreams bool
 	crops         bool
 	logLevel      string
+	metricsAddr   string
 }
 
 // parse reads flags from args, falling back to getenv for every flag not
@@ -72,6 +79,7 @@ func parse(args []string, getenv func(string) string, stderr io.Writer) (setting
 	fs.BoolVar(&s.ensureStreams, "ensure-streams", true, "create or update the streams at start-up (env FACEGATE_ENSURE_STREAMS)")
 	fs.BoolVar(&s.crops, "crops", false, "add a small aligned JPEG of every face for the console (env FACEGATE_CROPS)")
 	fs.StringVar(&s.logLevel, "log-level", "info", "debug, info, warn or error (env FACEGATE_LOG_LEVEL)")
+	fs.StringVar(&s.metricsAddr, "metrics-addr", "", "serve Prometheus /metrics on this address, e.g. :9464; empty disables (env FACEGATE_METRICS_ADDR)")
 	if err := fs.Parse(args); err != nil {
 		return s, err
 	}
@@ -213,6 +221,21 @@ func run(ctx context.Context, s settings, log *zap.Logger) error {
 		zap.String("consumer", w.Durable()), zap.String("filter", filter), zap.Int("batch", s.batch),
 		zap.Int("concurrency", s.concurrency), zap.Duration("max_age", s.maxAge))
 
+	if s.metricsAddr != "" {
+		reg := prometheus.NewRegistry()
+		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		reg.MustRegister(w.Collectors(eng.Space())...)
+		ln, err := net.Listen("tcp", s.metricsAddr)
+		if err != nil {
+			return fmt.Errorf("metrics listener %s: %w", s.metricsAddr, err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		go func() { _ = srv.Serve(ln) }()
+		defer srv.Close()
+		log.Info("metrics", zap.String("addr", ln.Addr().String()))
+	}
 	if s.statsInterval > 0 {
 		go func() {
 			t := time.NewTicker(s.statsInterval)
