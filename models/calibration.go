@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/facegate/facegate/pkg/atomicfile"
 )
 
 // Calibration is a threshold chosen on labelled pairs, written by
@@ -75,9 +77,5 @@ func WriteCalibration(cacheRoot string, c Calibration) error {
 	if err != nil {
 		return err
 	}
-	tmp := p + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o644); err != nil {
-		return err
-	}
-	return os.Rename(tmp, p)
+	return atomicfile.Write(p, b, 0o644)
 }

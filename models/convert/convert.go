@@ -16,6 +16,7 @@ import (
 	"github.com/facegate/facegate/models"
 	"github.com/facegate/facegate/models/convert/dlib"
 	"github.com/facegate/facegate/models/convert/tfjs"
+	"github.com/facegate/facegate/pkg/atomicfile"
 	"github.com/facegate/facegate/pkg/modelcache"
 )
 
@@ -83,7 +84,7 @@ func All(ctx context.Context, c *modelcache.Cache, progress func(Result)) ([]Res
 			return out, err
 		}
 		path := c.ONNXPath(md.ID)
-		if err := writeAtomic(path, data); err != nil {
+		if err := atomicfile.Write(path, data, 0o644); err != nil {
 			return out, fmt.Errorf("convert %s: %w", md.ID, err)
 		}
 		sum := sha256.Sum256(data)
@@ -97,25 +98,8 @@ func All(ctx context.Context, c *modelcache.Cache, progress func(Result)) ([]Res
 	if err != nil {
 		return out, err
 	}
-	if err := writeAtomic(filepath.Join(c.Root, modelcache.ReadyFile), ready); err != nil {
+	if err := atomicfile.Write(filepath.Join(c.Root, modelcache.ReadyFile), ready, 0o644); err != nil {
 		return out, fmt.Errorf("convert: mark cache ready: %w", err)
 	}
 	return out, nil
-}
-
-func writeAtomic(path string, data []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-")
-	if err != nil {
-		return err
-	}
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		os.Remove(tmp.Name())
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		os.Remove(tmp.Name())
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
 }

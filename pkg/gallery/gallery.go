@@ -29,6 +29,7 @@ import (
 	"time"
 	"unicode"
 
+	"github.com/facegate/facegate/pkg/atomicfile"
 	"github.com/facegate/facegate/pkg/index"
 	"github.com/facegate/facegate/pkg/index/embedded"
 )
@@ -329,12 +330,8 @@ func (g *Gallery) Save(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	tmp := filepath.Join(g.dir, metaFile+".tmp")
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
-		return fmt.Errorf("gallery: write %s: %w", metaFile, err)
-	}
-	if err := os.Rename(tmp, filepath.Join(g.dir, metaFile)); err != nil {
-		return fmt.Errorf("gallery: write %s: %w", metaFile, err)
+	if err := atomicfile.Write(filepath.Join(g.dir, metaFile), b, 0o600); err != nil {
+		return fmt.Errorf("gallery: %w", err)
 	}
 	return nil
 }

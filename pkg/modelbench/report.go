@@ -1,7 +1,6 @@
 package modelbench
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"os"
@@ -9,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/facegate/facegate/pkg/hostinfo"
 	"github.com/facegate/facegate/pkg/inference"
 )
 
@@ -41,7 +41,7 @@ func Run(ctx context.Context, rt *inference.Runtime, ms []Model, dur time.Durati
 	if progress == nil {
 		progress = func(string) {}
 	}
-	rep := &Report{CPU: cpuModel(), Cores: runtime.NumCPU(), ORTVersion: rt.Version()}
+	rep := &Report{CPU: hostinfo.CPUModel(), Cores: runtime.NumCPU(), ORTVersion: rt.Version()}
 	progress("measuring the one-thread convolution peak")
 	peak, err := MeasurePeak(ctx, rt, 8)
 	if err != nil {
@@ -89,19 +89,4 @@ func (r *Report) Table() string {
 		fmt.Fprintf(&b, "%-20s %9.3f %10.2f %9.1f %8.0f%% %10.2f %10.2f %9.1f\n", m.ID, m.GFLOP, m.OneCore.MSPerImage, m.OneCore.GFLOPS, 100*m.OneCore.PeakRatio, m.OneCore.FLOPsOfPeak, m.AllCores.MSPerImage, m.AllCores.ImagesPerS)
 	}
 	return b.String()
-}
-
-func cpuModel() string {
-	f, err := os.Open("/proc/cpuinfo")
-	if err != nil {
-		return runtime.GOARCH
-	}
-	defer f.Close()
-	s := bufio.NewScanner(f)
-	for s.Scan() {
-		if k, v, ok := strings.Cut(s.Text(), ":"); ok && strings.TrimSpace(k) == "model name" {
-			return strings.TrimSpace(v)
-		}
-	}
-	return runtime.GOARCH
 }

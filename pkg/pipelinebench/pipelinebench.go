@@ -15,7 +15,6 @@
 package pipelinebench
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -32,6 +31,7 @@ import (
 	"time"
 
 	"github.com/facegate/facegate/pkg/face"
+	"github.com/facegate/facegate/pkg/hostinfo"
 	"github.com/facegate/facegate/pkg/imaging"
 	"github.com/facegate/facegate/pkg/index"
 	"github.com/facegate/facegate/pkg/index/embedded"
@@ -491,7 +491,7 @@ func Run(ctx context.Context, rt *inference.Runtime, c *modelcache.Cache, opts O
 	if err != nil {
 		return nil, err
 	}
-	rep := &Report{CPU: cpuModel(), Cores: runtime.NumCPU(), ORTVersion: rt.Version(), LoadBefore: loadAvg(),
+	rep := &Report{CPU: hostinfo.CPUModel(), Cores: runtime.NumCPU(), ORTVersion: rt.Version(), LoadBefore: hostinfo.LoadAverage(),
 		Gallery: o.Gallery, GalleryK: GalleryK, GoalFPS: GoalFPS}
 	var frames []Frame
 	for _, mirror := range o.Mirror {
@@ -535,7 +535,7 @@ func Run(ctx context.Context, rt *inference.Runtime, c *modelcache.Cache, opts O
 			rep.Goal = append(rep.Goal, GoalCheck{Mirror: mirror, Workers: r.Workers, FPS: r.FPS, Met: r.FPS >= GoalFPS})
 		}
 	}
-	rep.LoadAfter = loadAvg()
+	rep.LoadAfter = hostinfo.LoadAverage()
 	return rep, nil
 }
 
@@ -582,32 +582,4 @@ func (r *Report) Table() string {
 		fmt.Fprintf(&b, "goal %d frames/s (640x480, 1 face), %s: best %.1f frames/s (%d worker(s)), %s\n", r.GoalFPS, mirrorName(g.Mirror), g.FPS, g.Workers, verdict)
 	}
 	return b.String()
-}
-
-// loadAvg is the first three fields of /proc/loadavg, or "" where there is none.
-func loadAvg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return ""
-	}
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return ""
-	}
-	return strings.Join(f[:3], " ")
-}
-
-func cpuModel() string {
-	f, err := os.Open("/proc/cpuinfo")
-	if err != nil {
-		return runtime.GOARCH
-	}
-	defer f.Close()
-	s := bufio.NewScanner(f)
-	for s.Scan() {
-		if k, v, ok := strings.Cut(s.Text(), ":"); ok && strings.TrimSpace(k) == "model name" {
-			return strings.TrimSpace(v)
-		}
-	}
-	return runtime.GOARCH
 }

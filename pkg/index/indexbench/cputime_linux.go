@@ -1,9 +1,6 @@
 package indexbench
 
 import (
-	"os"
-	"strings"
-
 	"golang.org/x/sys/unix"
 )
 
@@ -26,17 +23,4 @@ func processCPU() (int64, bool) {
 		return 0, false
 	}
 	return ts.Nano(), true
-}
-
-// loadAverage is the first three fields of /proc/loadavg.
-func loadAverage() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return ""
-	}
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return ""
-	}
-	return strings.Join(f[:3], " ")
 }

@@ -4,4 +4,3 @@ package indexbench
 
 func threadCPU() (int64, bool)  { return 0, false }
 func processCPU() (int64, bool) { return 0, false }
-func loadAverage() string       { return "" }

@@ -18,6 +18,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/facegate/facegate/pkg/hostinfo"
 	"github.com/facegate/facegate/pkg/index"
 	"github.com/facegate/facegate/pkg/index/embedded"
 )
@@ -296,7 +297,7 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 		Note: "Gallery and queries are random unit vectors: a harder case for int8 re-ranking than face encodings, " +
 			"where a genuine probe's nearest template stands out from the rest. Latencies are wall-clock on a machine that may be shared.",
 	}
-	rep.LoadAverageStart = loadAverage()
+	rep.LoadAverageStart = hostinfo.LoadAverage()
 	say("bandwidth: reading %d MiB", cfg.BandwidthBytes>>20)
 	oneWall, oneCPU := MeasureBandwidth(cfg.BandwidthBytes, 1)
 	allWall, _ := MeasureBandwidth(cfg.BandwidthBytes, procs)
@@ -332,7 +333,7 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 		gallery, queries = nil, nil
 		runtime.GC()
 	}
-	rep.LoadAverageEnd = loadAverage()
+	rep.LoadAverageEnd = hostinfo.LoadAverage()
 	return rep, nil
 }
 

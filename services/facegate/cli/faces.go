@@ -7,7 +7,6 @@ import (
 	"os"
 	"strings"
 
-	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
 
 	"github.com/facegate/facegate/models"
@@ -150,8 +149,7 @@ func enrollCmd(a *app) *cobra.Command {
 				return err
 			}
 			defer s.close()
-			bar := progressbar.NewOptions(len(args), progressbar.OptionSetWriter(a.stderr), progressbar.OptionSetDescription("enrolling "+name),
-				progressbar.OptionShowCount(), progressbar.OptionOnCompletion(func() { fmt.Fprintln(a.stderr) }), progressbar.OptionSetVisibility(len(args) > 1))
+			bar := a.bar(len(args), "enrolling "+name)
 			type photo struct {
 				File      string `json:"file"`
 				Photo     string `json:"photo"`
