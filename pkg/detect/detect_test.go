@@ -542,3 +542,26 @@ func TestRecheck(t *testing.T) {
 		}
 	}
 }
+
+// A face crop (no larger than SmallImageSide) is taken as a face without the
+// zoomed recheck, which would mostly read border.
+func TestCropsAreNotRechecked(t *testing.T) {
+	img := imaging.NewRGB(150, 150)
+	for y := 40; y < 100; y++ {
+		for x := 40; x < 100; x++ {
+			img.SetRGB(x, y, 255, 0, 0)
+		}
+	}
+	run := &squareRunner{maxSide: 200, logits: []float32{logit(0.8), logit(0.1)}}
+	d, err := New(run, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := d.Detect(context.Background(), img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Faces) != 1 || len(run.batches) != 1 {
+		t.Fatalf("%d faces after %d runs, want the face from one (plain + padded) batch", len(res.Faces), len(run.batches))
+	}
+}
