@@ -17,6 +17,7 @@ const (
 	StreamDecisions  = "DECISIONS"
 	StreamEnrolments = "ENROLMENTS"
 	StreamErrors     = "ERRORS"
+	StreamAudit      = "AUDIT"
 )
 
 // StreamOptions are the tunable limits of one stream. Retention is always
@@ -49,6 +50,7 @@ type Config struct {
 	Decisions  StreamOptions
 	Enrolments StreamOptions
 	Errors     StreamOptions
+	Audit      StreamOptions
 }
 
 const (
@@ -84,6 +86,12 @@ func DefaultConfig() Config {
 		},
 		Errors: StreamOptions{
 			MaxAge: 7 * day, MaxBytes: 256 * mib, MaxMsgSize: 64 * kib,
+			Storage: jetstream.FileStorage, Replicas: 1, Duplicates: 2 * time.Minute,
+		},
+		// Audit holds administrative-call records until the audit consumer
+		// has chained them into the log; 30 days covers a long outage of it.
+		Audit: StreamOptions{
+			MaxAge: 30 * day, MaxBytes: 1 * gib, MaxMsgSize: 64 * kib,
 			Storage: jetstream.FileStorage, Replicas: 1, Duplicates: 2 * time.Minute,
 		},
 	}
@@ -131,6 +139,9 @@ func streamDefs() []streamDef {
 		{name: StreamErrors, kind: KindErrors,
 			description: "Failures reported by services (facegate.v1.ErrorEvent).",
 			opts:        func(c *Config) StreamOptions { return c.Errors }},
+		{name: StreamAudit, kind: KindAudit,
+			description: "Records of administrative calls (facegate.v1.AuditRecord without seq or hashes) waiting for the audit log.",
+			opts:        func(c *Config) StreamOptions { return c.Audit }},
 	}
 }
 

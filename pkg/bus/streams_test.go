@@ -14,7 +14,7 @@ import (
 	"github.com/facegate/facegate/pkg/bus/natstest"
 )
 
-var allStreams = []string{bus.StreamFrames, bus.StreamFaces, bus.StreamClaims, bus.StreamDecisions, bus.StreamEnrolments, bus.StreamErrors}
+var allStreams = []string{bus.StreamFrames, bus.StreamFaces, bus.StreamClaims, bus.StreamDecisions, bus.StreamEnrolments, bus.StreamErrors, bus.StreamAudit}
 
 func streamInfos(t *testing.T, js jetstream.JetStream) map[string]*jetstream.StreamInfo {
 	t.Helper()

@@ -24,6 +24,9 @@ const (
 	KindDecisions  Kind = "decisions"
 	KindEnrolments Kind = "enrolments"
 	KindErrors     Kind = "errors"
+	// KindAudit carries records of administrative calls (who changed or read
+	// what) that a service reports for the audit log.
+	KindAudit Kind = "audit"
 )
 
 // MaxTokenLen bounds a subject token. NATS itself allows long subjects, but
@@ -141,6 +144,12 @@ func ErrorsSubject(service string) (string, error) {
 	return build(KindErrors, []string{"service"}, []string{service})
 }
 
+// AuditSubject is where a service reports administrative calls for the
+// audit log: facegate.audit.<service>.
+func AuditSubject(service string) (string, error) {
+	return build(KindAudit, []string{"service"}, []string{service})
+}
+
 // SiteFilter is a consumer filter for every subject of kind at one site
 // (facegate.<kind>.<site>.*), or at every site when site is "". Only the
 // site-scoped kinds (frames, faces, claims, decisions) have one.
@@ -183,7 +192,7 @@ func tokensAfterKind(k Kind) (int, bool) {
 	switch k {
 	case KindFrames, KindFaces, KindClaims, KindDecisions, KindEnrolments:
 		return 2, true
-	case KindErrors:
+	case KindErrors, KindAudit:
 		return 1, true
 	}
 	return 0, false

@@ -381,7 +381,10 @@ type PersonUpsert struct {
 	// Start of validity; absent means no start limit.
 	ValidFrom *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=valid_from,json=validFrom,proto3" json:"valid_from,omitempty"`
 	// End of validity; absent means no end limit.
-	ValidUntil    *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=valid_until,json=validUntil,proto3" json:"valid_until,omitempty"`
+	ValidUntil *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=valid_until,json=validUntil,proto3" json:"valid_until,omitempty"`
+	// The site that manages this person's enrolment (site operators of that
+	// site may change it); "" for people only admins manage.
+	Site          string `protobuf:"bytes,7,opt,name=site,proto3" json:"site,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -458,6 +461,13 @@ func (x *PersonUpsert) GetValidUntil() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *PersonUpsert) GetSite() string {
+	if x != nil {
+		return x.Site
+	}
+	return ""
+}
+
 // PersonDelete removes a person. Deleting is erasing: the gallery drops their
 // templates in every model, the photo store drops their photos, and the
 // ENROLMENTS stream is purged of their earlier changes (their subjects carry
@@ -525,7 +535,19 @@ type PhotoAdd struct {
 	StorageRef string `protobuf:"bytes,5,opt,name=storage_ref,json=storageRef,proto3" json:"storage_ref,omitempty"`
 	// The face to enrol when the photo shows several; absent means the
 	// largest face.
-	FaceBox       *Box `protobuf:"bytes,6,opt,name=face_box,json=faceBox,proto3" json:"face_box,omitempty"`
+	FaceBox *Box `protobuf:"bytes,6,opt,name=face_box,json=faceBox,proto3" json:"face_box,omitempty"`
+	// The face template (encoding) computed from this photo, sealed with
+	// package sealed (AES-256-GCM envelope) for the context
+	// sealed.TemplateContext(embedding_space, photo_id). The template lives in
+	// the stream sealed, never in the clear: the ENROLMENTS stream is the
+	// gallery's source of truth and erasure purges it by subject.
+	SealedTemplate []byte `protobuf:"bytes,7,opt,name=sealed_template,json=sealedTemplate,proto3" json:"sealed_template,omitempty"`
+	// The embedding space the template belongs to, e.g. "dlib-resnet34-128+mirror".
+	EmbeddingSpace string `protobuf:"bytes,8,opt,name=embedding_space,json=embeddingSpace,proto3" json:"embedding_space,omitempty"`
+	// The template's dimension (128 for dlib).
+	EmbeddingDimension uint32 `protobuf:"varint,9,opt,name=embedding_dimension,json=embeddingDimension,proto3" json:"embedding_dimension,omitempty"`
+	// The enrolment photo's face quality, for the console.
+	Quality       *Quality `protobuf:"bytes,10,opt,name=quality,proto3" json:"quality,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -598,6 +620,34 @@ func (x *PhotoAdd) GetStorageRef() string {
 func (x *PhotoAdd) GetFaceBox() *Box {
 	if x != nil {
 		return x.FaceBox
+	}
+	return nil
+}
+
+func (x *PhotoAdd) GetSealedTemplate() []byte {
+	if x != nil {
+		return x.SealedTemplate
+	}
+	return nil
+}
+
+func (x *PhotoAdd) GetEmbeddingSpace() string {
+	if x != nil {
+		return x.EmbeddingSpace
+	}
+	return ""
+}
+
+func (x *PhotoAdd) GetEmbeddingDimension() uint32 {
+	if x != nil {
+		return x.EmbeddingDimension
+	}
+	return 0
+}
+
+func (x *PhotoAdd) GetQuality() *Quality {
+	if x != nil {
+		return x.Quality
 	}
 	return nil
 }
@@ -1175,7 +1225,7 @@ var File_facegate_v1_enrolment_proto protoreflect.FileDescriptor
 
 const file_facegate_v1_enrolment_proto_rawDesc = "" +
 	"\n" +
-	"\x1bfacegate/v1/enrolment.proto\x12\vfacegate.v1\x1a\x18facegate/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x93\a\n" +
+	"\x1bfacegate/v1/enrolment.proto\x12\vfacegate.v1\x1a\x18facegate/v1/common.proto\x1a\x16facegate/v1/face.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x93\a\n" +
 	"\x0fEnrolmentChange\x12%\n" +
 	"\x0eschema_version\x18\x01 \x01(\rR\rschemaVersion\x12\x1b\n" +
 	"\tchange_id\x18\x02 \x01(\tR\bchangeId\x12\x1a\n" +
@@ -1196,7 +1246,7 @@ const file_facegate_v1_enrolment_proto_rawDesc = "" +
 	"doorDelete\x12@\n" +
 	"\rpolicy_upsert\x18\x13 \x01(\v2\x19.facegate.v1.PolicyUpsertH\x00R\fpolicyUpsert\x12@\n" +
 	"\rpolicy_delete\x18\x14 \x01(\v2\x19.facegate.v1.PolicyDeleteH\x00R\fpolicyDeleteB\b\n" +
-	"\x06change\"\xff\x01\n" +
+	"\x06change\"\x93\x02\n" +
 	"\fPersonUpsert\x12\x1b\n" +
 	"\tperson_id\x18\x01 \x01(\tR\bpersonId\x12!\n" +
 	"\fdisplay_name\x18\x02 \x01(\tR\vdisplayName\x12\x1b\n" +
@@ -1205,9 +1255,10 @@ const file_facegate_v1_enrolment_proto_rawDesc = "" +
 	"\n" +
 	"valid_from\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tvalidFrom\x12;\n" +
 	"\vvalid_until\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"validUntil\"+\n" +
+	"validUntil\x12\x12\n" +
+	"\x04site\x18\a \x01(\tR\x04site\"+\n" +
 	"\fPersonDelete\x12\x1b\n" +
-	"\tperson_id\x18\x01 \x01(\tR\bpersonId\"\xd6\x01\n" +
+	"\tperson_id\x18\x01 \x01(\tR\bpersonId\"\x89\x03\n" +
 	"\bPhotoAdd\x12\x1b\n" +
 	"\tperson_id\x18\x01 \x01(\tR\bpersonId\x12\x19\n" +
 	"\bphoto_id\x18\x02 \x01(\tR\aphotoId\x12%\n" +
@@ -1216,7 +1267,12 @@ const file_facegate_v1_enrolment_proto_rawDesc = "" +
 	"media_type\x18\x04 \x01(\tR\tmediaType\x12\x1f\n" +
 	"\vstorage_ref\x18\x05 \x01(\tR\n" +
 	"storageRef\x12+\n" +
-	"\bface_box\x18\x06 \x01(\v2\x10.facegate.v1.BoxR\afaceBox\"l\n" +
+	"\bface_box\x18\x06 \x01(\v2\x10.facegate.v1.BoxR\afaceBox\x12'\n" +
+	"\x0fsealed_template\x18\a \x01(\fR\x0esealedTemplate\x12'\n" +
+	"\x0fembedding_space\x18\b \x01(\tR\x0eembeddingSpace\x12/\n" +
+	"\x13embedding_dimension\x18\t \x01(\rR\x12embeddingDimension\x12.\n" +
+	"\aquality\x18\n" +
+	" \x01(\v2\x14.facegate.v1.QualityR\aquality\"l\n" +
 	"\vPhotoRemove\x12\x1b\n" +
 	"\tperson_id\x18\x01 \x01(\tR\bpersonId\x12\x19\n" +
 	"\bphoto_id\x18\x02 \x01(\tR\aphotoId\x12%\n" +
@@ -1291,7 +1347,8 @@ var file_facegate_v1_enrolment_proto_goTypes = []any{
 	(*timestamppb.Timestamp)(nil), // 14: google.protobuf.Timestamp
 	(*Actor)(nil),                 // 15: facegate.v1.Actor
 	(*Box)(nil),                   // 16: facegate.v1.Box
-	(Mode)(0),                     // 17: facegate.v1.Mode
+	(*Quality)(nil),               // 17: facegate.v1.Quality
+	(Mode)(0),                     // 18: facegate.v1.Mode
 }
 var file_facegate_v1_enrolment_proto_depIdxs = []int32{
 	14, // 0: facegate.v1.EnrolmentChange.time:type_name -> google.protobuf.Timestamp
@@ -1310,14 +1367,15 @@ var file_facegate_v1_enrolment_proto_depIdxs = []int32{
 	14, // 13: facegate.v1.PersonUpsert.valid_from:type_name -> google.protobuf.Timestamp
 	14, // 14: facegate.v1.PersonUpsert.valid_until:type_name -> google.protobuf.Timestamp
 	16, // 15: facegate.v1.PhotoAdd.face_box:type_name -> facegate.v1.Box
-	17, // 16: facegate.v1.DoorUpsert.mode:type_name -> facegate.v1.Mode
-	12, // 17: facegate.v1.PolicyUpsert.doors:type_name -> facegate.v1.DoorRef
-	0,  // 18: facegate.v1.PolicyUpsert.effect:type_name -> facegate.v1.Effect
-	19, // [19:19] is the sub-list for method output_type
-	19, // [19:19] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	17, // 16: facegate.v1.PhotoAdd.quality:type_name -> facegate.v1.Quality
+	18, // 17: facegate.v1.DoorUpsert.mode:type_name -> facegate.v1.Mode
+	12, // 18: facegate.v1.PolicyUpsert.doors:type_name -> facegate.v1.DoorRef
+	0,  // 19: facegate.v1.PolicyUpsert.effect:type_name -> facegate.v1.Effect
+	20, // [20:20] is the sub-list for method output_type
+	20, // [20:20] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_facegate_v1_enrolment_proto_init() }
@@ -1326,6 +1384,7 @@ func file_facegate_v1_enrolment_proto_init() {
 		return
 	}
 	file_facegate_v1_common_proto_init()
+	file_facegate_v1_face_proto_init()
 	file_facegate_v1_enrolment_proto_msgTypes[0].OneofWrappers = []any{
 		(*EnrolmentChange_PersonUpsert)(nil),
 		(*EnrolmentChange_PersonDelete)(nil),
