@@ -1,6 +1,8 @@
 package events
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 
 	facegatev1 "github.com/facegate/facegate/proto/facegate/v1"
@@ -37,6 +39,9 @@ func EnrolmentRoute(ch *facegatev1.EnrolmentChange) (EnrolmentKind, string, erro
 	case *facegatev1.EnrolmentChange_PersonUpsert:
 		return KindPerson, c.PersonUpsert.GetPersonId(), nil
 	case *facegatev1.EnrolmentChange_PersonDelete:
+		if c.PersonDelete.GetPersonId() == "" {
+			return KindPerson, c.PersonDelete.GetPersonIdSha256(), nil
+		}
 		return KindPerson, c.PersonDelete.GetPersonId(), nil
 	case *facegatev1.EnrolmentChange_PhotoAdd:
 		return KindPhoto, c.PhotoAdd.GetPersonId(), nil
@@ -64,4 +69,14 @@ func EnrolmentRoute(ch *facegatev1.EnrolmentChange) (EnrolmentKind, string, erro
 		// A oneof case added to the schema without a route here.
 		return "", "", fmt.Errorf("events: enrolment change %q: unknown change type %T: %w", ch.GetChangeId(), c, ErrInvalid)
 	}
+}
+
+// PersonHash is the lower-case hex SHA-256 of a person id: what erasure
+// tombstones and the audit log keep instead of the id. It is a plain hash,
+// not keyed: it links records of one person without storing the id, but an
+// id from a small, guessable space (employee numbers) can be recovered by
+// trying them all, so ids should be random (the API issues UUIDs).
+func PersonHash(personID string) string {
+	sum := sha256.Sum256([]byte(personID))
+	return hex.EncodeToString(sum[:])
 }

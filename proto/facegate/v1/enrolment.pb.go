@@ -474,10 +474,17 @@ func (x *PersonUpsert) GetSite() string {
 // the person id so one purge by subject finds them all).
 type PersonDelete struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The person to erase.
-	PersonId      string `protobuf:"bytes,1,opt,name=person_id,json=personId,proto3" json:"person_id,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// The person to erase. Empty in an erasure tombstone, which names the
+	// person only by person_id_sha256.
+	PersonId string `protobuf:"bytes,1,opt,name=person_id,json=personId,proto3" json:"person_id,omitempty"`
+	// Lower-case hex SHA-256 of the person id (events.PersonHash). An erasure
+	// publishes a PersonDelete carrying only this, on
+	// facegate.enrolments.person.<hash>, then purges every change keyed by the
+	// id: the tombstone outlives the purge, so a consumer replaying the stream
+	// from a snapshot still drops the person, and the id itself is gone.
+	PersonIdSha256 string `protobuf:"bytes,2,opt,name=person_id_sha256,json=personIdSha256,proto3" json:"person_id_sha256,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *PersonDelete) Reset() {
@@ -513,6 +520,13 @@ func (*PersonDelete) Descriptor() ([]byte, []int) {
 func (x *PersonDelete) GetPersonId() string {
 	if x != nil {
 		return x.PersonId
+	}
+	return ""
+}
+
+func (x *PersonDelete) GetPersonIdSha256() string {
+	if x != nil {
+		return x.PersonIdSha256
 	}
 	return ""
 }
@@ -1256,9 +1270,10 @@ const file_facegate_v1_enrolment_proto_rawDesc = "" +
 	"valid_from\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tvalidFrom\x12;\n" +
 	"\vvalid_until\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"validUntil\x12\x12\n" +
-	"\x04site\x18\a \x01(\tR\x04site\"+\n" +
+	"\x04site\x18\a \x01(\tR\x04site\"U\n" +
 	"\fPersonDelete\x12\x1b\n" +
-	"\tperson_id\x18\x01 \x01(\tR\bpersonId\"\x89\x03\n" +
+	"\tperson_id\x18\x01 \x01(\tR\bpersonId\x12(\n" +
+	"\x10person_id_sha256\x18\x02 \x01(\tR\x0epersonIdSha256\"\x89\x03\n" +
 	"\bPhotoAdd\x12\x1b\n" +
 	"\tperson_id\x18\x01 \x01(\tR\bpersonId\x12\x19\n" +
 	"\bphoto_id\x18\x02 \x01(\tR\aphotoId\x12%\n" +
