@@ -31,11 +31,15 @@
 //	               INFO/MSG.NEXT/DELETE.ENROLMENTS.*}
 //	               facegate.decisions.<site>.>, facegate.errors.matcher
 //	audit          the same four for DECISIONS.<d>, ENROLMENTS.<d>,  own inbox
-//	               ERRORS.<d>; nothing else
+//	               ERRORS.<d>, AUDIT.<d>; nothing else
+//	retention      ordered consumers and $JS.API.STREAM.PURGE on     own inbox
+//	               FRAMES, FACES, DECISIONS (per-site retention)
 //	enrolment-api  facegate.enrolments.>                            own inbox
 //	               $JS.API.STREAM.INFO.ENROLMENTS
 //	               $JS.API.STREAM.PURGE.ENROLMENTS (erasure)
-//	               facegate.errors.enrolment-api
+//	               $JS.API.STREAM.MSG.DELETE.DECISIONS (erasure)
+//	               ordered consumers on ENROLMENTS and DECISIONS
+//	               facegate.audit.api, facegate.errors.enrolment-api
 //	operator       $JS.API.CONSUMER.INFO.FRAMES.*                   own inbox
 //	               $JS.API.CONSUMER.CREATE.FRAMES.>
 //	admin          unrestricted (creates streams and the shared

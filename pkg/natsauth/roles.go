@@ -21,11 +21,14 @@ const (
 	RoleEnrolmentAPI Role = "enrolment-api"
 	RoleOperator     Role = "operator"
 	RoleAdmin        Role = "admin"
+	// RoleRetention purges a site's frames, faces and decisions older than
+	// the site's retention.
+	RoleRetention Role = "retention"
 )
 
 // Roles lists every role, in a fixed order.
 func Roles() []Role {
-	return []Role{RoleGateway, RoleDoor, RoleEmbedder, RoleMatcher, RoleAudit, RoleEnrolmentAPI, RoleOperator, RoleAdmin}
+	return []Role{RoleGateway, RoleDoor, RoleEmbedder, RoleMatcher, RoleAudit, RoleEnrolmentAPI, RoleOperator, RoleAdmin, RoleRetention}
 }
 
 // ErrInvalidUser is wrapped by every error about a User.
@@ -185,6 +188,16 @@ func PermissionsFor(u User) (*Permissions, error) {
 		pub = append(pub, durableRead(bus.StreamDecisions, u.durable())...)
 		pub = append(pub, durableRead(bus.StreamEnrolments, u.durable())...)
 		pub = append(pub, durableRead(bus.StreamErrors, u.durable())...)
+		pub = append(pub, durableRead(bus.StreamAudit, u.durable())...)
+	case RoleRetention:
+		// Per-site retention (pkg/retention) finds the first sequence to
+		// keep with an ordered consumer and purges a site's subjects below
+		// it. Its own credential: the audit reader must not be able to
+		// delete what it audits.
+		for _, s := range []string{bus.StreamFrames, bus.StreamFaces, bus.StreamDecisions} {
+			pub = append(pub, orderedRead(s)...)
+			pub = append(pub, "$JS.API.STREAM.PURGE."+s)
+		}
 	case RoleEnrolmentAPI:
 		pub = []string{
 			kindSubject(bus.KindEnrolments, ">"),
@@ -192,8 +205,18 @@ func PermissionsFor(u User) (*Permissions, error) {
 			// by subject.
 			"$JS.API.STREAM.INFO." + bus.StreamEnrolments,
 			"$JS.API.STREAM.PURGE." + bus.StreamEnrolments,
+			// Erasure also deletes the decisions that name the person
+			// (bus.EraseDecisions): it scans DECISIONS and deletes by
+			// sequence.
+			"$JS.API.STREAM.MSG.DELETE." + bus.StreamDecisions,
+			// Administrative calls are reported for the audit log.
+			kindSubject(bus.KindAudit, "api"),
 			errorsSubject(u.Role),
 		}
+		// The API's own directory view (verify, identify, read-your-writes)
+		// replays the enrolment stream.
+		pub = append(pub, orderedRead(bus.StreamEnrolments)...)
+		pub = append(pub, orderedRead(bus.StreamDecisions)...)
 	case RoleOperator:
 		// Lag reading and creating missing embedder consumers
 		// (operator/internal/lag): consumer info and create on FRAMES.
