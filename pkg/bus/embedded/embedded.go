@@ -35,6 +35,13 @@ type Options struct {
 	// disk use in bytes. Default: the server's (a share of RAM and disk).
 	JetStreamMaxMemory int64
 	JetStreamMaxStore  int64
+	// EncryptionKey, when set, encrypts JetStream's files at rest with
+	// AES-GCM (nats-server's store cipher) under a key derived from it:
+	// frames, face events with their embeddings and enrolment changes are
+	// then unreadable on disk without it. The same key must be given on
+	// every start on the DataDir; a different one fails to read the
+	// streams. Keep it out of the data directory.
+	EncryptionKey string
 	// StartTimeout bounds how long Start waits for the server to accept
 	// connections. Default 10 s.
 	StartTimeout time.Duration
@@ -88,6 +95,8 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 		JetStreamMaxMemory: opts.JetStreamMaxMemory,
 		JetStreamMaxStore:  opts.JetStreamMaxStore,
 		MaxPayload:         opts.MaxPayload,
+		JetStreamKey:       opts.EncryptionKey,
+		JetStreamCipher:    server.AES,
 		// The host process owns signals and logging.
 		NoSigs: true,
 		NoLog:  opts.Logger == nil,

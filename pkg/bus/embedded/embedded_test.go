@@ -1,10 +1,14 @@
 package embedded_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"io/fs"
 	"net"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -144,5 +148,77 @@ func TestMaxPayload(t *testing.T) {
 	defer nc.Close()
 	if got := nc.MaxPayload(); got != 4096 {
 		t.Fatalf("server announces max payload %d, want 4096", got)
+	}
+}
+
+// TestEncryptionAtRest checks that with an EncryptionKey no message byte is
+// readable in the data directory, that the messages survive a restart with
+// the same key, and that a restart with another key does not serve them.
+func TestEncryptionAtRest(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	dir := t.TempDir()
+	const marker = "facegate-plaintext-marker-7f3a"
+	s1 := start(t, embedded.Options{DataDir: dir, EncryptionKey: "k1-0123456789abcdef0123456789abcdef"})
+	nc, js := connect(t, s1.URL())
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "SECRET", Subjects: []string{"secret.>"}, Storage: jetstream.FileStorage}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 50 {
+		if _, err := js.Publish(ctx, "secret.person-"+marker, fmt.Appendf(nil, "%s-%d", marker, i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	nc.Close()
+	s1.Shutdown()
+
+	var files int
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		files++
+		if bytes.Contains(b, []byte(marker)) {
+			t.Errorf("%s holds the plaintext marker", p)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if files == 0 {
+		t.Fatal("no files in the data directory: nothing was checked")
+	}
+
+	s2 := start(t, embedded.Options{DataDir: dir, EncryptionKey: "k1-0123456789abcdef0123456789abcdef"})
+	nc, js = connect(t, s2.URL())
+	st, err := js.Stream(ctx, "SECRET")
+	if err != nil {
+		t.Fatalf("stream after restart with the same key: %v", err)
+	}
+	m, err := st.GetMsg(ctx, 50)
+	if err != nil {
+		t.Fatalf("message 50 after restart: %v", err)
+	}
+	if string(m.Data) != marker+"-49" {
+		t.Fatalf("message 50 after restart: %q", m.Data)
+	}
+	nc.Close()
+	s2.Shutdown()
+
+	s3, err := embedded.Start(ctx, embedded.Options{DataDir: dir, EncryptionKey: "another-key-0123456789abcdef012345"})
+	if err == nil {
+		defer s3.Shutdown()
+		nc, js = connect(t, s3.URL())
+		defer nc.Close()
+		if st, err := js.Stream(ctx, "SECRET"); err == nil {
+			if m, err := st.GetMsg(ctx, 50); err == nil && bytes.Contains(m.Data, []byte(marker)) {
+				t.Fatal("a server with another key served the plaintext")
+			}
+		}
 	}
 }
