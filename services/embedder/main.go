@@ -7,16 +7,10 @@
 package main
 
 import (
-	"net"
-	"net/http"
-
 	"context"
 	"errors"
 	"flag"
 	"fmt"
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"io"
 	"os"
 	"os/signal"
@@ -33,6 +27,8 @@ import (
 	"github.com/facegate/facegate/pkg/face"
 	"github.com/facegate/facegate/pkg/inference"
 	"github.com/facegate/facegate/pkg/modelcache"
+	"github.com/facegate/facegate/pkg/svcflag"
+	"github.com/facegate/facegate/pkg/telemetry"
 )
 
 // settings are the command's options after flags and environment.
@@ -80,27 +76,7 @@ func parse(args []string, getenv func(string) string, stderr io.Writer) (setting
 	fs.BoolVar(&s.crops, "crops", false, "add a small aligned JPEG of every face for the console (env FACEGATE_CROPS)")
 	fs.StringVar(&s.logLevel, "log-level", "info", "debug, info, warn or error (env FACEGATE_LOG_LEVEL)")
 	fs.StringVar(&s.metricsAddr, "metrics-addr", "", "serve Prometheus /metrics on this address, e.g. :9464; empty disables (env FACEGATE_METRICS_ADDR)")
-	if err := fs.Parse(args); err != nil {
-		return s, err
-	}
-	if fs.NArg() > 0 {
-		return s, fmt.Errorf("unexpected arguments %q", fs.Args())
-	}
-	given := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
-	var errs []error
-	fs.VisitAll(func(f *flag.Flag) {
-		if given[f.Name] {
-			return
-		}
-		env := "FACEGATE_" + envName(f.Name)
-		if v := getenv(env); v != "" {
-			if err := f.Value.Set(v); err != nil {
-				errs = append(errs, fmt.Errorf("%s=%q: %w", env, v, err))
-			}
-		}
-	})
-	if err := errors.Join(errs...); err != nil {
+	if err := svcflag.Parse(fs, args, getenv); err != nil {
 		return s, err
 	}
 	switch {
@@ -121,19 +97,6 @@ func parse(args []string, getenv func(string) string, stderr io.Writer) (setting
 	return s, nil
 }
 
-func envName(flagName string) string {
-	b := []byte(flagName)
-	for i, c := range b {
-		switch {
-		case c == '-':
-			b[i] = '_'
-		case 'a' <= c && c <= 'z':
-			b[i] = c - 'a' + 'A'
-		}
-	}
-	return string(b)
-}
-
 func main() {
 	s, err := parse(os.Args[1:], os.Getenv, os.Stderr)
 	if errors.Is(err, flag.ErrHelp) {
@@ -143,7 +106,7 @@ func main() {
 		fmt.Fprintf(os.Stderr, "embedder: %v\n", err)
 		os.Exit(2)
 	}
-	log, err := newLogger(s.logLevel)
+	log, err := telemetry.NewLogger(s.logLevel, false)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "embedder: %v\n", err)
 		os.Exit(2)
@@ -155,16 +118,6 @@ func main() {
 		log.Error("embedder stopped", zap.Error(err))
 		os.Exit(1)
 	}
-}
-
-func newLogger(level string) (*zap.Logger, error) {
-	lvl, err := zap.ParseAtomicLevel(level)
-	if err != nil {
-		return nil, fmt.Errorf("log level %q: %w", level, err)
-	}
-	cfg := zap.NewProductionConfig()
-	cfg.Level = lvl
-	return cfg.Build()
 }
 
 func run(ctx context.Context, s settings, log *zap.Logger) error {
@@ -222,19 +175,15 @@ func run(ctx context.Context, s settings, log *zap.Logger) error {
 		zap.Int("concurrency", s.concurrency), zap.Duration("max_age", s.maxAge))
 
 	if s.metricsAddr != "" {
-		reg := prometheus.NewRegistry()
-		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		reg := telemetry.NewRegistry()
 		reg.MustRegister(w.Collectors(eng.Space())...)
-		ln, err := net.Listen("tcp", s.metricsAddr)
+		ms, err := telemetry.Listen(s.metricsAddr, reg, log)
 		if err != nil {
-			return fmt.Errorf("metrics listener %s: %w", s.metricsAddr, err)
+			return err
 		}
-		mux := http.NewServeMux()
-		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-		go func() { _ = srv.Serve(ln) }()
-		defer srv.Close()
-		log.Info("metrics", zap.String("addr", ln.Addr().String()))
+		defer ms.Close()
+		ms.SetReady(true)
+		log.Info("metrics", zap.String("addr", ms.Addr()))
 	}
 	if s.statsInterval > 0 {
 		go func() {
