@@ -1,0 +1,231 @@
+// Command audit is facegate's audit service: it chains decisions, enrolment
+// changes and services' administrative-call records from JetStream into the
+// hash-chained, signed audit log (package auditsink), and, when a retention
+// configuration is given, purges each site's frames, faces and decisions
+// past that site's retention (package retention).
+//
+// Every setting is a flag with an environment fallback (FACEGATE_*). SIGTERM
+// or SIGINT drains: batches already fetched are appended, synced and acked,
+// a final checkpoint is signed, and the log is closed.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+
+	"github.com/facegate/facegate/pkg/audit"
+	"github.com/facegate/facegate/pkg/auditsink"
+	"github.com/facegate/facegate/pkg/bus"
+	"github.com/facegate/facegate/pkg/retention"
+	"github.com/facegate/facegate/pkg/telemetry"
+)
+
+// settings are the command's options after flags and environment.
+type settings struct {
+	natsURL            string
+	natsCreds          string
+	natsUser           string
+	logPath            string
+	checkpointKey      string
+	subjectKey         string
+	checkpointEvery    int
+	checkpointInterval time.Duration
+	durable            string
+	createConsumers    bool
+	ensureStreams      bool
+	batch              int
+	retentionConfig    string
+	retentionInterval  time.Duration
+	metricsAddr        string
+	logLevel           string
+}
+
+// parse reads flags from args, falling back to getenv for every flag not
+// given, then to the defaults.
+func parse(args []string, getenv func(string) string, stderr io.Writer) (settings, error) {
+	var s settings
+	fs := flag.NewFlagSet("audit", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&s.natsURL, "nats-url", nats.DefaultURL, "NATS server URL(s), comma-separated (env FACEGATE_NATS_URL)")
+	fs.StringVar(&s.natsCreds, "nats-creds", "", "NKEY seed file of the audit user (facegate nats gen); empty connects without credentials (env FACEGATE_NATS_CREDS)")
+	fs.StringVar(&s.natsUser, "nats-user", "audit", "NATS user name: replies arrive under _INBOX.<name>, the only inbox the user may read (env FACEGATE_NATS_USER)")
+	fs.StringVar(&s.logPath, "log", "", "audit log file, created if missing (required; env FACEGATE_LOG)")
+	fs.StringVar(&s.checkpointKey, "checkpoint-key", "", "ed25519 checkpoint signing key, PEM, mode 0600 (facegate audit keygen) (required; env FACEGATE_CHECKPOINT_KEY)")
+	fs.StringVar(&s.subjectKey, "subject-key", "", "subject hash key, hex, mode 0600 (facegate audit keygen) (required; env FACEGATE_SUBJECT_KEY)")
+	fs.IntVar(&s.checkpointEvery, "checkpoint-every", audit.DefaultCheckpointEvery, "sign a checkpoint after this many records (env FACEGATE_CHECKPOINT_EVERY)")
+	fs.DurationVar(&s.checkpointInterval, "checkpoint-interval", time.Minute, "also sign unsigned records this often (env FACEGATE_CHECKPOINT_INTERVAL)")
+	fs.StringVar(&s.durable, "durable", "audit", "durable consumer name on DECISIONS, ENROLMENTS and AUDIT (env FACEGATE_DURABLE)")
+	fs.BoolVar(&s.createConsumers, "create-consumers", false, "create missing consumers (needs more than the audit user's permissions) (env FACEGATE_CREATE_CONSUMERS)")
+	fs.BoolVar(&s.ensureStreams, "ensure-streams", false, "create or update the streams at start-up (admin credentials only) (env FACEGATE_ENSURE_STREAMS)")
+	fs.IntVar(&s.batch, "batch", 64, "messages per fetch, appended with one fsync (env FACEGATE_BATCH)")
+	fs.StringVar(&s.retentionConfig, "retention-config", "", "per-site retention, JSON {\"site\": {\"frames\": \"10s\", \"faces\": \"2m\", \"decisions\": \"30d\"}}; empty disables (env FACEGATE_RETENTION_CONFIG)")
+	fs.DurationVar(&s.retentionInterval, "retention-interval", 0, "time between retention sweeps; 0 picks a quarter of the shortest retention, 1s..1m (env FACEGATE_RETENTION_INTERVAL)")
+	fs.StringVar(&s.metricsAddr, "metrics-addr", "", "serve /metrics, /healthz and /readyz on this address, e.g. :9464; empty disables (env FACEGATE_METRICS_ADDR)")
+	fs.StringVar(&s.logLevel, "log-level", "info", "debug, info, warn or error (env FACEGATE_LOG_LEVEL)")
+	if err := fs.Parse(args); err != nil {
+		return s, err
+	}
+	if fs.NArg() > 0 {
+		return s, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	var errs []error
+	fs.VisitAll(func(f *flag.Flag) {
+		if given[f.Name] {
+			return
+		}
+		env := "FACEGATE_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if v := getenv(env); v != "" {
+			if err := f.Value.Set(v); err != nil {
+				errs = append(errs, fmt.Errorf("%s=%q: %w", env, v, err))
+			}
+		}
+	})
+	if err := errors.Join(errs...); err != nil {
+		return s, err
+	}
+	switch {
+	case s.logPath == "":
+		return s, errors.New("--log (FACEGATE_LOG) is required")
+	case s.checkpointKey == "":
+		return s, errors.New("--checkpoint-key (FACEGATE_CHECKPOINT_KEY) is required")
+	case s.subjectKey == "":
+		return s, errors.New("--subject-key (FACEGATE_SUBJECT_KEY) is required")
+	case s.checkpointEvery < 1:
+		return s, fmt.Errorf("checkpoint-every %d: want at least 1", s.checkpointEvery)
+	case s.batch < 1:
+		return s, fmt.Errorf("batch %d: want at least 1", s.batch)
+	case s.checkpointInterval < 0 || s.retentionInterval < 0:
+		return s, errors.New("checkpoint-interval and retention-interval must not be negative")
+	}
+	for _, tok := range [][2]string{{"durable", s.durable}, {"nats-user", s.natsUser}} {
+		if err := bus.ValidateToken(tok[0], tok[1]); err != nil {
+			return s, err
+		}
+	}
+	return s, nil
+}
+
+func main() {
+	s, err := parse(os.Args[1:], os.Getenv, os.Stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		os.Exit(0)
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "audit: %v\n", err)
+		os.Exit(2)
+	}
+	log, err := telemetry.NewLogger(s.logLevel, false)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "audit: %v\n", err)
+		os.Exit(2)
+	}
+	defer log.Sync() //nolint:errcheck // nothing useful to do when stderr is gone
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	if err := run(ctx, s, log); err != nil {
+		log.Error("audit service stopped", zap.Error(err))
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, s settings, log *zap.Logger) error {
+	signer, err := audit.LoadKeyFile(s.checkpointKey)
+	if err != nil {
+		return err
+	}
+	subject, err := auditsink.LoadSubjectKey(s.subjectKey)
+	if err != nil {
+		return err
+	}
+	var policy retention.Policy
+	if s.retentionConfig != "" {
+		if policy, err = retention.LoadConfig(s.retentionConfig); err != nil {
+			return err
+		}
+	}
+
+	opts := []nats.Option{nats.Name("facegate-audit"), nats.MaxReconnects(-1), nats.CustomInboxPrefix("_INBOX." + s.natsUser)}
+	if s.natsCreds != "" {
+		o, err := nats.NkeyOptionFromSeed(s.natsCreds)
+		if err != nil {
+			return fmt.Errorf("NATS credentials %s: %w", s.natsCreds, err)
+		}
+		opts = append(opts, o)
+	}
+	nc, err := nats.Connect(s.natsURL, opts...)
+	if err != nil {
+		return fmt.Errorf("connect to NATS at %s: %w", s.natsURL, err)
+	}
+	// Drain (not Close) so the acks of the last batch reach the server.
+	defer nc.Drain() //nolint:errcheck // exiting anyway
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fmt.Errorf("jetstream: %w", err)
+	}
+	if s.ensureStreams {
+		if err := bus.EnsureStreams(ctx, js, bus.DefaultConfig()); err != nil {
+			return err
+		}
+	}
+
+	reg := telemetry.NewRegistry()
+	sink, err := auditsink.New(ctx, auditsink.Config{
+		JetStream: js, Path: s.logPath, Signer: signer, SubjectKey: subject,
+		CheckpointEvery: s.checkpointEvery, CheckpointInterval: s.checkpointInterval,
+		Durable: s.durable, CreateConsumers: s.createConsumers, Batch: s.batch,
+		Log: log, Registerer: reg,
+	})
+	if err != nil {
+		return err
+	}
+	var janitor *retention.Janitor
+	if len(policy) > 0 {
+		if janitor, err = retention.New(retention.Config{JetStream: js, Policy: policy, Interval: s.retentionInterval, Log: log, Registerer: reg}); err != nil {
+			sink.Close()
+			return err
+		}
+	}
+	if s.metricsAddr != "" {
+		srv, err := telemetry.Listen(s.metricsAddr, reg, log)
+		if err != nil {
+			sink.Close()
+			return err
+		}
+		defer srv.Close()
+		srv.SetReady(true)
+		log.Info("metrics", zap.String("addr", srv.Addr()))
+	}
+	log.Info("audit service started", zap.String("log", s.logPath), zap.String("key_id", signer.ID()),
+		zap.String("durable", s.durable), zap.Int("retention_sites", len(policy)))
+
+	// A sink that fails (its log cannot be written) stops the janitor too:
+	// the service exits and is restarted.
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	if janitor != nil {
+		wg.Go(func() { _ = janitor.Run(runCtx) })
+	}
+	err = sink.Run(runCtx)
+	cancel()
+	wg.Wait()
+	if err == nil {
+		log.Info("audit service drained", zap.Uint64("last_seq", sink.Head()))
+	}
+	return err
+}
