@@ -505,12 +505,17 @@ func readOrCreateSecret(path string, gen func() ([]byte, error)) ([]byte, error)
 	return b, nil
 }
 
+// writePublicKey writes the checkpoint verification key (PEM) for
+// `facegate audit verify --pubkey`.
 func writePublicKey(path string, k *audit.SigningKey) error {
-	want := hex.EncodeToString(k.PublicKey()) + "\n"
-	if b, err := os.ReadFile(path); err == nil && string(b) == want {
+	want, err := audit.MarshalPublicKey(k.PublicKey())
+	if err != nil {
+		return err
+	}
+	if b, err := os.ReadFile(path); err == nil && string(b) == string(want) {
 		return nil
 	}
-	if err := os.WriteFile(path, []byte(want), 0o644); err != nil {
+	if err := os.WriteFile(path, want, 0o644); err != nil {
 		return fmt.Errorf("allinone: write %s: %w", path, err)
 	}
 	return nil

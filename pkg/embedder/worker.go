@@ -18,9 +18,11 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/facegate/facegate/pkg/bus"
+	"github.com/facegate/facegate/pkg/detect"
 	"github.com/facegate/facegate/pkg/events"
 	"github.com/facegate/facegate/pkg/face"
 	"github.com/facegate/facegate/pkg/imaging"
+	"github.com/facegate/facegate/pkg/liveness"
 	facegatev1 "github.com/facegate/facegate/proto/facegate/v1"
 )
 
@@ -83,6 +85,13 @@ type Config struct {
 	// the console. Off by default: crops are biometric data and most pools
 	// serve only the matcher.
 	Crops bool
+	// Liveness, when set, scores every face that passed the quality gate
+	// with the presentation-attack gate: the face gets liveness_score, and
+	// one scoring below the gate's threshold gets REJECTION_REASON_NOT_LIVE
+	// and no embedding. Off (nil) by default: the models are weak and were
+	// never measured on real attacks (docs/liveness.md); do not rely on
+	// them for security.
+	Liveness *liveness.Gate
 	// Limits bound the decoding of frame images.
 	Limits imaging.Limits
 	// Instance names this replica (pod name) in events. Default "embedder".
@@ -329,8 +338,13 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
 		return
 	}
 	res.Timings.Decode = decodeTime
+	live, liveTime, err := w.livenessScores(ctx, img, res)
+	if err != nil {
+		w.retry(ctx, msg, seq, ref, log, "liveness", err)
+		return
+	}
 
-	ev := w.faceEvent(ref, img, res, start.Sub(queueStart(msg, captured)), log)
+	ev := w.faceEvent(ref, img, res, live, liveTime, start.Sub(queueStart(msg, captured)), log)
 	subject, err := bus.FacesSubject(ref.GetSite(), ref.GetCamera())
 	if err != nil {
 		w.poison(ctx, msg, seq, ref, CodeMalformedFrame, err, log)
@@ -421,8 +435,36 @@ func decodeImage(f *facegatev1.Frame, lim imaging.Limits) (*imaging.RGB, error) 
 	return nil, fmt.Errorf("embedder: frame image: unsupported encoding %s", m.GetEncoding())
 }
 
-// faceEvent builds the event of one analysed frame.
-func (w *Worker) faceEvent(ref *facegatev1.FrameRef, img *imaging.RGB, res *face.Result, queue time.Duration, log *zap.Logger) *facegatev1.FaceEvent {
+// livenessScores runs the liveness gate, when configured, on the faces that
+// passed the quality gate (the others get no embedding anyway), in one
+// batch. The result maps face index to scores.
+func (w *Worker) livenessScores(ctx context.Context, img *imaging.RGB, res *face.Result) (map[int]liveness.Scores, time.Duration, error) {
+	if w.cfg.Liveness == nil {
+		return nil, 0, nil
+	}
+	t := time.Now()
+	var idx []int
+	var faces []detect.Face
+	for i, f := range res.Faces {
+		if f.Quality.OK {
+			idx = append(idx, i)
+			faces = append(faces, detect.Face{Box: f.Box, Score: f.Score, Keypoints: f.Keypoints})
+		}
+	}
+	scores, err := w.cfg.Liveness.ScoreFaces(ctx, img, faces)
+	if err != nil {
+		return nil, 0, fmt.Errorf("embedder: %w", err)
+	}
+	out := make(map[int]liveness.Scores, len(idx))
+	for k, i := range idx {
+		out[i] = scores[k]
+	}
+	return out, time.Since(t), nil
+}
+
+// faceEvent builds the event of one analysed frame. live holds the
+// liveness scores by face index (nil when the gate is off).
+func (w *Worker) faceEvent(ref *facegatev1.FrameRef, img *imaging.RGB, res *face.Result, live map[int]liveness.Scores, liveTime, queue time.Duration, log *zap.Logger) *facegatev1.FaceEvent {
 	ev := &facegatev1.FaceEvent{
 		SchemaVersion: events.SchemaVersion,
 		Frame:         ref,
@@ -454,9 +496,19 @@ func (w *Worker) faceEvent(ref *facegatev1.FrameRef, img *imaging.RGB, res *face
 				pf.CropJpeg = crop
 			}
 		}
+		passed := f.Quality.OK
+		if s, ok := live[i]; ok {
+			score := s.Combined
+			pf.LivenessScore = &score
+			if !w.cfg.Liveness.Live(s) {
+				passed = false
+				pf.Quality.Passed, pf.Quality.Overall = false, 0
+				pf.Quality.RejectionReasons = append(pf.Quality.RejectionReasons, facegatev1.RejectionReason_REJECTION_REASON_NOT_LIVE)
+			}
+		}
 		// A face that failed the gate carries no embedding: the matcher must
 		// not decide on it, and it is biometric data with no use.
-		if f.Quality.OK {
+		if passed {
 			pf.Embedding = f.Encoding
 			pf.EmbeddingDimension = dim
 		}
@@ -468,6 +520,9 @@ func (w *Worker) faceEvent(ref *facegatev1.FrameRef, img *imaging.RGB, res *face
 		d    time.Duration
 	}{{"queue", queue}, {"decode", t.Decode}, {"detect", t.Detect}, {"align", t.Align}, {"embed", t.Encode}} {
 		ev.Latencies = append(ev.Latencies, &facegatev1.StageLatency{Stage: s.name, Duration: durationpb.New(max(s.d, 0))})
+	}
+	if w.cfg.Liveness != nil {
+		ev.Latencies = append(ev.Latencies, &facegatev1.StageLatency{Stage: "liveness", Duration: durationpb.New(max(liveTime, 0))})
 	}
 	ev.ProcessedTime = timestamppb.New(time.Now())
 	return ev
