@@ -279,7 +279,9 @@ func (s *Server) updatePerson(c *call, mode personMode) (int, any, error) {
 //     new decision names them);
 //  2. purge every enrolment change keyed by the id (bus.PurgePerson);
 //  3. delete their retained photos (photo store);
-//  4. delete the decisions naming them (bus.EraseDecisions, secure delete);
+//  4. delete the decisions naming them, and the camera frames and face
+//     events those decisions were made from (bus.ErasePersonEvents, secure
+//     delete);
 //  5. the audit record (published by the middleware) carries only the hash.
 //
 // Every step is idempotent, so a failed erasure is retried by repeating the
@@ -312,10 +314,12 @@ func (s *Server) erasePerson(c *call) (int, any, error) {
 	if err := s.cfg.Photos.DeletePerson(c.ctx, id); err != nil {
 		return 0, nil, err
 	}
-	n, err := bus.EraseDecisions(c.ctx, s.cfg.JetStream, id)
+	n, err := bus.ErasePersonEvents(c.ctx, s.cfg.JetStream, id)
 	if err != nil {
 		return 0, nil, err
 	}
-	c.attr("decisions_erased", strconv.Itoa(n))
+	c.attr("decisions_erased", strconv.Itoa(n.Decisions))
+	c.attr("frames_erased", strconv.Itoa(n.Frames))
+	c.attr("face_events_erased", strconv.Itoa(n.Faces))
 	return http.StatusNoContent, nil, nil
 }

@@ -37,8 +37,9 @@
 //	enrolment-api  facegate.enrolments.>                            own inbox
 //	               $JS.API.STREAM.INFO.ENROLMENTS
 //	               $JS.API.STREAM.PURGE.ENROLMENTS (erasure)
-//	               $JS.API.STREAM.MSG.DELETE.DECISIONS (erasure)
-//	               ordered consumers on ENROLMENTS and DECISIONS
+//	               $JS.API.STREAM.MSG.DELETE.{DECISIONS,FRAMES,FACES}
+//	               (erasure); ordered consumers on ENROLMENTS,
+//	               DECISIONS, FRAMES and FACES
 //	               facegate.audit.api, facegate.errors.enrolment-api
 //	operator       $JS.API.CONSUMER.INFO.FRAMES.*                   own inbox
 //	               $JS.API.CONSUMER.CREATE.FRAMES.>

@@ -209,6 +209,10 @@ func PermissionsFor(u User) (*Permissions, error) {
 			// (bus.EraseDecisions): it scans DECISIONS and deletes by
 			// sequence.
 			"$JS.API.STREAM.MSG.DELETE." + bus.StreamDecisions,
+			// ... and the frames and face events those decisions were
+			// made from (bus.ErasePersonEvents).
+			"$JS.API.STREAM.MSG.DELETE." + bus.StreamFrames,
+			"$JS.API.STREAM.MSG.DELETE." + bus.StreamFaces,
 			// Administrative calls are reported for the audit log.
 			kindSubject(bus.KindAudit, "api"),
 			errorsSubject(u.Role),
@@ -217,6 +221,8 @@ func PermissionsFor(u User) (*Permissions, error) {
 		// replays the enrolment stream.
 		pub = append(pub, orderedRead(bus.StreamEnrolments)...)
 		pub = append(pub, orderedRead(bus.StreamDecisions)...)
+		pub = append(pub, orderedRead(bus.StreamFrames)...)
+		pub = append(pub, orderedRead(bus.StreamFaces)...)
 	case RoleOperator:
 		// Lag reading and creating missing embedder consumers
 		// (operator/internal/lag): consumer info and create on FRAMES.
