@@ -259,7 +259,9 @@ func (s *Server) addPhotos(c *call) (int, any, error) {
 			EmbeddingSpace: space, FaceBox: Box{X: f.Box.X, Y: f.Box.Y, Width: f.Box.W, Height: f.Box.H},
 			Sharpness: finite(f.Quality.Scores.Sharpness), YawDegrees: finite(f.Quality.Scores.Yaw)})
 	}
-	c.attr("photos", fmt.Sprint(len(out.Photos)))
+	// Not "photos": the audit log refuses payload keys naming photo data
+	// (audit.ErrForbiddenPayload) and would record the call as malformed.
+	c.attr("added", fmt.Sprint(len(out.Photos)))
 	if err := s.waitApplied(c, last); err != nil {
 		return 0, nil, err
 	}
