@@ -384,6 +384,9 @@ func (m *Matcher) expire(ctx context.Context, ds *doorState, w *window) {
 		d.Frame = w.best.ev.GetFrame()
 		d.FaceIndex = uint32(w.best.face)
 		d.ModelVersion = w.best.ev.GetModelVersion()
+		// The closest face's own stages; the decision itself waited for
+		// the window to end, which "claim_window" shows.
+		d.Latencies = faceLatencies(w.best.ev, w.best.recv.Sub(w.best.capture), 0)
 	case w.noTemplate:
 		// A face was there but the person has no template to compare it
 		// with: a gallery problem, not a mismatch. Fail closed, visibly.
@@ -394,6 +397,7 @@ func (m *Matcher) expire(ctx context.Context, ds *doorState, w *window) {
 	default:
 		d.Outcome = fv1.Outcome_OUTCOME_NO_FACE
 	}
+	d.Latencies = append(d.Latencies, &fv1.StageLatency{Stage: "claim_window", Duration: dur(m.cfg.Now().Sub(w.start))})
 	if err := m.publishDecision(ctx, d, time.Time{}); err != nil {
 		m.log.Warn("expiry decision not stored; retrying", zap.String("claim", w.claim.GetClaimId()), zap.Error(err))
 		return
