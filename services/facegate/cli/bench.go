@@ -14,7 +14,7 @@ import (
 func benchCmd(a *app) *cobra.Command {
 	cmd := &cobra.Command{Use: "bench", Short: "Measure speed against the machine's limits"}
 	cmd.AddCommand(benchModelsCmd(a), benchIndexCmd(a))
-	cmd.AddCommand(benchPipelineCmd(a))
+	cmd.AddCommand(benchPipelineCmd(a), benchLoadCmd(a))
 	return cmd
 }
 
