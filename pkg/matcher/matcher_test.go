@@ -313,7 +313,7 @@ func TestIdentify(t *testing.T) {
 		{"known but denied by policy", "howard/howard3.png", "howard", "banned-front", fv1.Outcome_OUTCOME_DENY},
 		{"known but outside the schedule", "leonard/leonard3.png", "leonard", "", fv1.Outcome_OUTCOME_DENY},
 		{"stranger", "stuart/stuart1.png", "", "", fv1.Outcome_OUTCOME_UNKNOWN},
-		{"low quality", "amy/amy3.png", "", "", fv1.Outcome_OUTCOME_LOW_QUALITY},
+		{"low quality", "stuart/stuart5.png", "", "", fv1.Outcome_OUTCOME_LOW_QUALITY}, // head turned 23 degrees
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -25,7 +25,7 @@ import (
 
 func evalCmd(a *app) *cobra.Command {
 	cmd := &cobra.Command{Use: "eval", Short: "Measure accuracy on labelled data"}
-	cmd.AddCommand(evalLFWCmd(a), evalPairsCmd(a), evalTripletsCmd(a), evalLivenessCmd(a))
+	cmd.AddCommand(evalLFWCmd(a), evalPairsCmd(a), evalTripletsCmd(a), evalLivenessCmd(a), evalPoseCmd(a))
 	return cmd
 }
 
