@@ -48,8 +48,17 @@ runtimeClassName: {{ . | quote }}
 {{- with $p.priorityClassName }}
 priorityClassName: {{ . | quote }}
 {{- end }}
-{{- with $p.env }}
+{{- /*
+The operator's pod template sets FACEGATE_CACHE to an empty volume and
+probes the "health" port without setting the embedder's --metrics-addr;
+these entries come after the operator's (the pool's env is appended, the
+last duplicate wins) so that the embedder finds the cache baked into its
+image and serves /healthz and /readyz where the probes look.
+*/}}
 env:
+  - {name: FACEGATE_CACHE, value: /opt/facegate/cache}
+  - {name: FACEGATE_METRICS_ADDR, value: ":8080"}
+  {{- with $p.env }}
   {{- toYaml . | nindent 2 }}
-{{- end }}
+  {{- end }}
 {{- end -}}

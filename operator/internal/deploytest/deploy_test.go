@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"sort"
 	"strings"
@@ -32,6 +33,7 @@ import (
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/facegate/facegate/operator/internal/testcluster"
+	"github.com/facegate/facegate/pkg/gateway"
 	"github.com/facegate/facegate/pkg/testenv"
 )
 
@@ -73,7 +75,14 @@ func run(m *testing.M) int {
 		return m.Run()
 	}
 	start = time.Now()
-	env, cfg, err := testcluster.Start(assets, filepath.Join(root, "charts", "facegate", "crds"))
+	// The chart's CRDs, and a trimmed ServiceMonitor CRD so that the
+	// chart's ServiceMonitors are validated too.
+	wd, err := os.Getwd()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	env, cfg, err := testcluster.Start(assets, filepath.Join(root, "charts", "facegate", "crds"), filepath.Join(wd, "testdata", "crds"))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
@@ -179,6 +188,11 @@ func TestChartLintStrict(t *testing.T) {
 			if strings.Contains(out, "[WARNING]") || strings.Contains(out, "[ERROR]") {
 				t.Fatalf("lint findings:\n%s", out)
 			}
+			// helm lint reports a template's `required` and `fail` as
+			// [INFO] and still passes: they would fail the install.
+			if strings.Contains(out, "Missing required value") || strings.Contains(out, "Fail:") {
+				t.Fatalf("the values do not render:\n%s", out)
+			}
 		})
 	}
 }
@@ -225,15 +239,26 @@ func TestChartRefusesImpossibleValues(t *testing.T) {
 		set  []string
 		want string
 	}{
-		{[]string{"matcher.replicas=2"}, "matcher.replicas > 1 needs index.backend: milvus"},
-		{[]string{"index.backend=redis"}, `index.backend must be embedded or milvus, not "redis"`},
-		{[]string{"index.backend=milvus"}, "milvus.address is required when index.backend is milvus"},
 		{[]string{"nats.url="}, "nats.url is required"},
+		{[]string{"matcher.replicas=2"}, "run one matcher per site (matcher.perSite) instead"},
+		{[]string{"keys.existingSecret="}, "keys.existingSecret is required"},
+		{[]string{"api.auth.existingSecret="}, "api.auth.existingSecret is required"},
+		{[]string{"audit.signing.existingSecret="}, "audit.signing.existingSecret is required"},
+		{[]string{"gateway.claims.tokenHashesSecret="}, "gateway.claims.tokenHashesSecret is required when claims are enabled"},
+		{[]string{"gateway.claims.enabled=false", `json:buildings=[{"name":"a","site":"a"}]`}, "the gateway would do nothing"},
+		{[]string{"api.tls.clientCASecret=ca"}, "api.tls.clientCASecret needs api.tls.existingSecret"},
+		{[]string{"api.photoStore.accessMode=ReadWriteOnce"}, "api.photoStore.accessMode must be ReadWriteMany"},
+		{[]string{`json:buildings=[{"name":"a","site":"x","cameras":[{"id":"c","source":"rtsp://h/s","fps":1}]},{"name":"b","site":"x","cameras":[{"id":"c","source":"rtsp://h/s","fps":1}]}]`}, `site "x" is listed twice`},
+		{[]string{"audit.retention.sites.main.decision=30d"}, "audit.retention.sites.main.decision: only frames, faces and decisions"},
 	}
 	for _, c := range cases {
 		var args []string
 		for _, s := range c.set {
-			args = append(args, "--set", s)
+			if j, ok := strings.CutPrefix(s, "json:"); ok {
+				args = append(args, "--set-json", j)
+			} else {
+				args = append(args, "--set", s)
+			}
 		}
 		out, err := helm(t, append([]string{"template", "fg", chartDir()}, args...)...)
 		if err == nil || !strings.Contains(out, c.want) {
@@ -270,7 +295,9 @@ func TestRenderedManifestsPassServerSideDryRun(t *testing.T) {
 	}
 	for _, f := range append(slices.Clone(valueFiles), "testdata/values-standalone-pool.yaml") {
 		t.Run(name(f), func(t *testing.T) {
-			objs := render(t, f)
+			// As on a cluster with the Prometheus operator: ServiceMonitors
+			// render where the values enable them.
+			objs := render(t, f, "--api-versions", "monitoring.coreos.com/v1")
 			kinds := map[string]int{}
 			for _, o := range objs {
 				err := c.Apply(ctx, client.ApplyConfigurationFromUnstructured(o), client.DryRunAll, client.FieldOwner("facegate-chart-test"), client.ForceOwnership)
@@ -280,6 +307,9 @@ func TestRenderedManifestsPassServerSideDryRun(t *testing.T) {
 				kinds[o.GetKind()]++
 			}
 			t.Logf("%d objects accepted: %v", len(objs), kinds)
+			if kinds["ServiceMonitor"] == 0 && f != "" {
+				t.Errorf("%s enables serviceMonitor but none rendered", name(f))
+			}
 		})
 	}
 
@@ -348,9 +378,14 @@ func envOf(c corev1.Container) map[string]string {
 func TestCampusHasAGatewayPerBuildingWithItsOwnAccount(t *testing.T) {
 	objs := render(t, "values-campus.yaml")
 	want := map[string]struct {
-		replicas int32
-		creds    string
-	}{"north": {2, "facegate-nats-north"}, "south": {1, "facegate-nats-south"}, "lab": {3, "facegate-nats-lab"}}
+		claimsReplicas int32
+		seed           string
+		tokens         string
+	}{
+		"north": {2, "facegate-nats-gateway-north", "facegate-north-reader-tokens"},
+		"south": {1, "facegate-nats-gateway-south", "facegate-south-reader-tokens"},
+		"lab":   {3, "facegate-nats-gateway-lab", "facegate-lab-reader-tokens"},
+	}
 	var gateways []string
 	for _, u := range ofKind(objs, "Deployment") {
 		if u.GetLabels()["facegate.io/role"] != "gateway" {
@@ -358,39 +393,47 @@ func TestCampusHasAGatewayPerBuildingWithItsOwnAccount(t *testing.T) {
 		}
 		var d appsv1.Deployment
 		toTyped(t, u, &d)
-		site := d.Labels["facegate.io/site"]
-		gateways = append(gateways, site)
+		site, part := d.Labels["facegate.io/site"], d.Labels["facegate.io/gateway"]
+		gateways = append(gateways, site+"/"+part)
 		w, ok := want[site]
 		if !ok {
 			t.Errorf("unexpected gateway %s for site %q", d.Name, site)
 			continue
 		}
-		if *d.Spec.Replicas != w.replicas {
-			t.Errorf("gateway %s replicas %d, want %d", site, *d.Spec.Replicas, w.replicas)
+		replicas := int32(1) // every camera gateway replica would read every camera
+		if part == "claims" {
+			replicas = w.claimsReplicas
 		}
-		if env := envOf(d.Spec.Template.Spec.Containers[0]); env["FACEGATE_SITE"] != site || env["FACEGATE_NATS_CREDS"] != "/etc/facegate/nats/nats.creds" {
-			t.Errorf("gateway %s env %v", site, env)
+		if *d.Spec.Replicas != replicas {
+			t.Errorf("gateway %s replicas %d, want %d", d.Name, *d.Spec.Replicas, replicas)
 		}
-		var secret string
+		secrets := map[string]string{}
 		for _, v := range d.Spec.Template.Spec.Volumes {
 			if v.Secret != nil {
-				secret = v.Secret.SecretName
+				secrets[v.Name] = v.Secret.SecretName
 			}
 		}
-		if secret != w.creds {
-			t.Errorf("gateway %s uses NATS credentials %q, want its building's %q", site, secret, w.creds)
+		if secrets["nats-seed"] != w.seed || (part == "claims") != (secrets["claims-tokens"] == w.tokens) {
+			t.Errorf("gateway %s mounts Secrets %v, want its building's seed %q (and reader tokens %q for claims)", d.Name, secrets, w.seed, w.tokens)
+		}
+		cfg := gatewayConfig(t, objs, d.Name)
+		if cfg.Site != site || cfg.NATS.NKeySeed != "/etc/facegate/nats/gateway-"+site+".nk" || cfg.NATS.InboxPrefix != "_INBOX.gateway-"+site {
+			t.Errorf("gateway %s configuration: site %q nats %+v", d.Name, cfg.Site, cfg.NATS)
+		}
+		if (part == "claims") != (cfg.Claims != nil) || (part == "cameras") != (len(cfg.Cameras) > 0) {
+			t.Errorf("%s gateway %s: %d cameras, claims %+v", part, d.Name, len(cfg.Cameras), cfg.Claims)
 		}
 		pdb := find(objs, "PodDisruptionBudget", d.Name)
-		if (w.replicas > 1) != (pdb != nil) {
-			t.Errorf("gateway %s with %d replicas: PodDisruptionBudget present = %v", site, w.replicas, pdb != nil)
+		if (replicas > 1) != (pdb != nil) {
+			t.Errorf("gateway %s with %d replicas: PodDisruptionBudget present = %v", d.Name, replicas, pdb != nil)
 		}
 		if find(objs, "NetworkPolicy", d.Name) == nil || find(objs, "Service", d.Name) == nil {
-			t.Errorf("gateway %s lacks its NetworkPolicy or Service", site)
+			t.Errorf("gateway %s lacks its NetworkPolicy or Service", d.Name)
 		}
 	}
 	sort.Strings(gateways)
-	if !slices.Equal(gateways, []string{"lab", "north", "south"}) {
-		t.Fatalf("gateways for sites %v, want lab, north, south", gateways)
+	if !slices.Equal(gateways, []string{"lab/cameras", "lab/claims", "north/cameras", "north/claims", "south/cameras", "south/claims"}) {
+		t.Fatalf("gateways %v, want a camera and a claims gateway for lab, north, south", gateways)
 	}
 
 	g := find(objs, "FaceGallery", "campus")
@@ -409,14 +452,58 @@ func TestCampusHasAGatewayPerBuildingWithItsOwnAccount(t *testing.T) {
 	if n := len(ofKind(objs, "FaceModel")); n != 2 {
 		t.Errorf("%d FaceModels, want 2", n)
 	}
-	var m appsv1.Deployment
-	toTyped(t, find(objs, "Deployment", "fg-facegate-matcher"), &m)
-	if *m.Spec.Replicas != 3 || envOf(m.Spec.Template.Spec.Containers[0])["FACEGATE_MILVUS_ADDRESS"] != "milvus.milvus.svc:19530" {
-		t.Errorf("matcher on Milvus: replicas %d env %v", *m.Spec.Replicas, envOf(m.Spec.Template.Spec.Containers[0]))
+	// A matcher per site, each with that site's NATS user.
+	for _, site := range []string{"north", "south", "lab"} {
+		u := find(objs, "StatefulSet", "fg-facegate-matcher-"+site)
+		if u == nil {
+			t.Errorf("no matcher for %s", site)
+			continue
+		}
+		var m appsv1.StatefulSet
+		toTyped(t, u, &m)
+		env := envOf(m.Spec.Template.Spec.Containers[0])
+		if *m.Spec.Replicas != 1 || env["FACEGATE_SITE"] != site || env["FACEGATE_NATS_CREDS"] != "/etc/facegate/nats/matcher-"+site+".nk" || env["FACEGATE_NATS_INBOX_PREFIX"] != "_INBOX.matcher-"+site {
+			t.Errorf("matcher %s: replicas %d env %v", site, *m.Spec.Replicas, env)
+		}
+	}
+	if n := len(ofKind(objs, "StatefulSet")); n != 4 {
+		t.Errorf("%d StatefulSets, want three matchers and the audit log", n)
+	}
+	var api appsv1.Deployment
+	toTyped(t, find(objs, "Deployment", "fg-facegate-api"), &api)
+	if env := envOf(api.Spec.Template.Spec.Containers[0]); *api.Spec.Replicas != 2 || env["FACEGATE_CLIENT_CA"] == "" || env["FACEGATE_TLS_CERT"] == "" {
+		t.Errorf("api: replicas %d, mTLS env %v", *api.Spec.Replicas, env)
+	}
+	for _, n := range []string{"fg-facegate-api", "fg-facegate-matcher"} {
+		if find(objs, "PodDisruptionBudget", n) == nil {
+			t.Errorf("no PodDisruptionBudget %s", n)
+		}
+	}
+	sel, _, _ := unstructured.NestedStringMap(find(objs, "PodDisruptionBudget", "fg-facegate-matcher").Object, "spec", "selector", "matchLabels")
+	for _, site := range []string{"north", "south", "lab"} {
+		var m appsv1.StatefulSet
+		toTyped(t, find(objs, "StatefulSet", "fg-facegate-matcher-"+site), &m)
+		for k, v := range sel {
+			if m.Spec.Template.Labels[k] != v {
+				t.Errorf("the matchers' PodDisruptionBudget (%v) does not cover matcher %s", sel, site)
+			}
+		}
 	}
 }
 
-func TestOneBuildingUsesTheEmbeddedIndexOnAVolume(t *testing.T) {
+// gatewayConfig returns the configuration a gateway Deployment runs with:
+// its ConfigMap, completed by its init container's script (run here with
+// /bin/sh on a token hashes file), parsed by the gateway's own parser.
+func gatewayConfig(t *testing.T, objs []*unstructured.Unstructured, deployment string) *gateway.FileConfig {
+	t.Helper()
+	cfg, err := completeGatewayConfig(t, objs, deployment, strings.Repeat("ab", 32)+"\n# the lobby reader\n\n  "+strings.Repeat("CD", 32)+"  \n")
+	if err != nil {
+		t.Fatalf("gateway %s: %v", deployment, err)
+	}
+	return cfg
+}
+
+func TestOneBuildingKeepsItsStateOnVolumes(t *testing.T) {
 	objs := render(t, "values-one-building.yaml")
 	var gw int
 	for _, u := range ofKind(objs, "Deployment") {
@@ -424,72 +511,195 @@ func TestOneBuildingUsesTheEmbeddedIndexOnAVolume(t *testing.T) {
 			gw++
 		}
 	}
-	if gw != 1 {
-		t.Errorf("%d gateways, want 1", gw)
+	if gw != 2 {
+		t.Errorf("%d gateways, want a camera and a claims gateway", gw)
 	}
-	if find(objs, "PersistentVolumeClaim", "fg-facegate-matcher-index") == nil || find(objs, "PersistentVolumeClaim", "fg-facegate-photos") == nil {
-		t.Error("the embedded index or the photo store has no claim")
+	if find(objs, "PersistentVolumeClaim", "fg-facegate-photos") == nil {
+		t.Error("the photo store has no claim")
 	}
-	var m appsv1.Deployment
-	toTyped(t, find(objs, "Deployment", "fg-facegate-matcher"), &m)
-	if m.Spec.Strategy.Type != appsv1.RecreateDeploymentStrategyType || *m.Spec.Replicas != 1 {
-		t.Errorf("matcher with an embedded index: strategy %s replicas %d", m.Spec.Strategy.Type, *m.Spec.Replicas)
+	for _, c := range []struct{ sts, claim, mount string }{
+		{"fg-facegate-matcher", "snapshots", "/var/lib/facegate/snapshots"},
+		{"fg-facegate-audit", "log", "/var/lib/facegate/audit"},
+	} {
+		var s appsv1.StatefulSet
+		toTyped(t, find(objs, "StatefulSet", c.sts), &s)
+		if len(s.Spec.VolumeClaimTemplates) != 1 || s.Spec.VolumeClaimTemplates[0].Name != c.claim {
+			t.Errorf("%s: volume claim templates %+v, want %q", c.sts, s.Spec.VolumeClaimTemplates, c.claim)
+		}
+		if mountPath(s.Spec.Template.Spec.Containers[0], c.claim) != c.mount {
+			t.Errorf("%s: %s not mounted at %s", c.sts, c.claim, c.mount)
+		}
+	}
+	var a appsv1.Deployment
+	toTyped(t, find(objs, "Deployment", "fg-facegate-api"), &a)
+	var claim string
+	for _, v := range a.Spec.Template.Spec.Volumes {
+		if v.Name == "photos" && v.PersistentVolumeClaim != nil {
+			claim = v.PersistentVolumeClaim.ClaimName
+		}
+	}
+	if claim != "fg-facegate-photos" || !strings.HasPrefix(envOf(a.Spec.Template.Spec.Containers[0])["FACEGATE_PHOTO_DIR"], mountPath(a.Spec.Template.Spec.Containers[0], "photos")+"/") {
+		t.Errorf("api photo store: claim %q, photo dir %q", claim, envOf(a.Spec.Template.Spec.Containers[0])["FACEGATE_PHOTO_DIR"])
 	}
 	g := find(objs, "FaceGallery", "hq")
-	claim, _, _ := unstructured.NestedString(g.Object, "spec", "rollout", "reembed", "photoClaimName")
-	if claim != "fg-facegate-photos" {
-		t.Errorf("re-embedding Job photo claim %q", claim)
+	reembed, _, _ := unstructured.NestedString(g.Object, "spec", "rollout", "reembed", "photoClaimName")
+	if reembed != "fg-facegate-photos" {
+		t.Errorf("re-embedding Job photo claim %q", reembed)
 	}
 }
 
-// TestEveryWorkloadIsLockedDown checks the pod security settings, resources
-// and probes of every workload in every value file.
+func mountPath(c corev1.Container, volume string) string {
+	for _, m := range c.VolumeMounts {
+		if m.Name == volume {
+			return m.MountPath
+		}
+	}
+	return ""
+}
+
+// workloads returns the pod templates of every Deployment and StatefulSet.
+func workloads(t *testing.T, objs []*unstructured.Unstructured) map[string]corev1.PodTemplateSpec {
+	t.Helper()
+	out := map[string]corev1.PodTemplateSpec{}
+	for _, u := range objs {
+		switch u.GetKind() {
+		case "Deployment":
+			var d appsv1.Deployment
+			toTyped(t, u, &d)
+			out[u.GetKind()+" "+u.GetName()] = d.Spec.Template
+		case "StatefulSet":
+			var s appsv1.StatefulSet
+			toTyped(t, u, &s)
+			out[u.GetKind()+" "+u.GetName()] = s.Spec.Template
+		}
+	}
+	return out
+}
+
+// TestEveryWorkloadIsLockedDown checks the pod security settings, resources,
+// probes and network policies of every workload in every value file.
 func TestEveryWorkloadIsLockedDown(t *testing.T) {
 	for _, f := range append(slices.Clone(valueFiles), "testdata/values-standalone-pool.yaml") {
 		objs := render(t, f)
-		n := 0
-		for _, u := range objs {
-			var tpl corev1.PodTemplateSpec
-			switch u.GetKind() {
-			case "Deployment":
-				var d appsv1.Deployment
-				toTyped(t, u, &d)
-				tpl = d.Spec.Template
-			case "StatefulSet":
-				var s appsv1.StatefulSet
-				toTyped(t, u, &s)
-				tpl = s.Spec.Template
-			default:
-				continue
+		wl := workloads(t, objs)
+		claims := map[string][]string{}
+		for _, u := range ofKind(objs, "StatefulSet") {
+			vcts, _, _ := unstructured.NestedSlice(u.Object, "spec", "volumeClaimTemplates")
+			for _, v := range vcts {
+				n, _, _ := unstructured.NestedString(v.(map[string]any), "metadata", "name")
+				claims["StatefulSet "+u.GetName()] = append(claims["StatefulSet "+u.GetName()], n)
 			}
-			n++
-			where := name(f) + ": " + u.GetKind() + " " + u.GetName()
+		}
+		if len(wl) < 5 {
+			t.Errorf("%s: only %d workloads rendered", name(f), len(wl))
+		}
+		for key, tpl := range wl {
+			where := name(f) + ": " + key
+			wname := strings.SplitN(key, " ", 2)[1]
 			ps := tpl.Spec
-			if ps.SecurityContext == nil || ps.SecurityContext.RunAsNonRoot == nil || !*ps.SecurityContext.RunAsNonRoot {
-				t.Errorf("%s: pod may run as root", where)
+			if sc := ps.SecurityContext; sc == nil || sc.RunAsNonRoot == nil || !*sc.RunAsNonRoot || sc.RunAsUser == nil || *sc.RunAsUser == 0 ||
+				sc.SeccompProfile == nil || sc.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault {
+				t.Errorf("%s: pod security context %+v", where, sc)
 			}
 			if ps.ServiceAccountName == "" {
 				t.Errorf("%s: no dedicated service account", where)
 			}
-			for _, c := range ps.Containers {
+			// The kubelet must not re-open the modes of a volume's existing
+			// files on every mount: pkg/photostore refuses a store others
+			// can read.
+			if sc := ps.SecurityContext; sc == nil || sc.FSGroupChangePolicy == nil || *sc.FSGroupChangePolicy != corev1.FSGroupChangeOnRootMismatch {
+				t.Errorf("%s: fsGroupChangePolicy is not OnRootMismatch", where)
+			}
+			// Only the operator talks to the Kubernetes API.
+			token := ps.AutomountServiceAccountToken == nil || *ps.AutomountServiceAccountToken
+			if token != (wname == "fg-facegate-operator") {
+				t.Errorf("%s: service account token mounted = %v", where, token)
+			}
+			all := append(slices.Clone(ps.InitContainers), ps.Containers...)
+			for _, c := range all {
 				sc := c.SecurityContext
 				if sc == nil || sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem || sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation ||
-					sc.Capabilities == nil || !slices.Equal(sc.Capabilities.Drop, []corev1.Capability{"ALL"}) {
+					sc.RunAsNonRoot == nil || !*sc.RunAsNonRoot || sc.SeccompProfile == nil || sc.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault ||
+					sc.Capabilities == nil || !slices.Equal(sc.Capabilities.Drop, []corev1.Capability{"ALL"}) || len(sc.Capabilities.Add) != 0 {
 					t.Errorf("%s/%s: security context %+v", where, c.Name, sc)
 				}
 				if c.Resources.Requests.Cpu().IsZero() || c.Resources.Requests.Memory().IsZero() || c.Resources.Limits.Memory().IsZero() {
 					t.Errorf("%s/%s: resources %+v", where, c.Name, c.Resources)
 				}
-				if c.LivenessProbe == nil || c.ReadinessProbe == nil {
-					t.Errorf("%s/%s: missing probes", where, c.Name)
+			}
+			for _, c := range ps.Containers {
+				ports := map[string]int32{}
+				for _, p := range c.Ports {
+					ports[p.Name] = p.ContainerPort
+				}
+				for kind, p := range map[string]*corev1.Probe{"liveness": c.LivenessProbe, "readiness": c.ReadinessProbe} {
+					if p == nil || p.HTTPGet == nil {
+						t.Errorf("%s/%s: no HTTP %s probe", where, c.Name, kind)
+						continue
+					}
+					if _, ok := ports[p.HTTPGet.Port.StrVal]; !ok {
+						t.Errorf("%s/%s: %s probe on port %q, which the container does not declare (%v)", where, c.Name, kind, p.HTTPGet.Port.String(), ports)
+					}
+					if want := map[string]string{"liveness": "/healthz", "readiness": "/readyz"}[kind]; p.HTTPGet.Path != want {
+						t.Errorf("%s/%s: %s probe path %q, want %q", where, c.Name, kind, p.HTTPGet.Path, want)
+					}
+				}
+				// pkg/telemetry serves the probes on --metrics-addr.
+				if addr, ok := envOf(c)["FACEGATE_METRICS_ADDR"]; ok && addr != fmt.Sprintf(":%d", ports["metrics"]) {
+					t.Errorf("%s/%s: FACEGATE_METRICS_ADDR %q but the metrics port is %d", where, c.Name, addr, ports["metrics"])
+				}
+				// A mount of a volume the pod does not declare is refused
+				// at admission only for Deployments' pods, late.
+				for _, m := range c.VolumeMounts {
+					if !volumeExists(ps, m.Name) && !slices.Contains(claims[key], m.Name) {
+						t.Errorf("%s/%s: mounts undeclared volume %q", where, c.Name, m.Name)
+					}
 				}
 			}
-			if find(objs, "NetworkPolicy", u.GetName()) == nil {
+			np := find(objs, "NetworkPolicy", wname)
+			if np == nil {
 				t.Errorf("%s: no NetworkPolicy", where)
+				continue
+			}
+			types, _, _ := unstructured.NestedStringSlice(np.Object, "spec", "policyTypes")
+			if !slices.Equal(types, []string{"Ingress", "Egress"}) {
+				t.Errorf("%s: NetworkPolicy types %v, want both directions restricted", where, types)
 			}
 		}
-		if n < 5 {
-			t.Errorf("%s: only %d workloads rendered", name(f), n)
+		if find(objs, "NetworkPolicy", "fg-facegate-default-deny") == nil {
+			t.Errorf("%s: no default-deny NetworkPolicy", name(f))
+		}
+	}
+}
+
+func volumeExists(ps corev1.PodSpec, name string) bool {
+	for _, v := range ps.Volumes {
+		if v.Name == name {
+			return true
+		}
+	}
+	return false
+}
+
+// TestTheChartRendersNoSecret: secret values are never in the chart; every
+// Secret is referenced by name and created by the operator of the cluster.
+func TestTheChartRendersNoSecret(t *testing.T) {
+	// NKEY user seeds are "SU" and base32.
+	nkeySeed := regexp.MustCompile(`SU[A-Z2-7]{50,}`)
+	for _, f := range append(slices.Clone(valueFiles), "testdata/values-standalone-pool.yaml") {
+		objs := render(t, f, "--api-versions", "monitoring.coreos.com/v1")
+		for _, o := range objs {
+			if o.GetKind() == "Secret" {
+				t.Errorf("%s: renders Secret %s", name(f), o.GetName())
+			}
+			if o.GetKind() == "ConfigMap" {
+				data, _, _ := unstructured.NestedStringMap(o.Object, "data")
+				for k, v := range data {
+					if strings.Contains(v, "PRIVATE KEY") || nkeySeed.MatchString(v) || strings.Contains(v, "token_sha256") {
+						t.Errorf("%s: ConfigMap %s key %s holds secret material", name(f), o.GetName(), k)
+					}
+				}
+			}
 		}
 	}
 }
@@ -607,5 +817,31 @@ func TestGeneratedFilesAreCurrent(t *testing.T) {
 		if err != nil || !bytes.Equal(a, b) {
 			t.Errorf("%s is out of date (run operator/hack/generate.sh): %v", strings.TrimPrefix(committed, shared.root+"/"), err)
 		}
+	}
+}
+
+// TestServicesCanBeDisabled: each service's enabled value removes all of its
+// objects and nothing else breaks; ServiceMonitors need the Prometheus
+// operator's API even when enabled.
+func TestServicesCanBeDisabled(t *testing.T) {
+	all := render(t, "values-one-building.yaml")
+	if n := len(ofKind(all, "ServiceMonitor")); n != 0 {
+		t.Errorf("%d ServiceMonitors rendered on a cluster without monitoring.coreos.com/v1", n)
+	}
+	for svc, prefix := range map[string]string{"gateway": "fg-facegate-gateway-", "matcher": "fg-facegate-matcher", "api": "fg-facegate-api", "audit": "fg-facegate-audit", "operator": "fg-facegate-operator"} {
+		objs := render(t, "values-one-building.yaml", "--set", svc+".enabled=false")
+		for _, o := range objs {
+			if strings.HasPrefix(o.GetName(), prefix) {
+				t.Errorf("%s.enabled=false still renders %s %s", svc, o.GetKind(), o.GetName())
+			}
+		}
+		if len(objs) >= len(all) || len(objs) < 10 {
+			t.Errorf("%s.enabled=false: %d objects of %d", svc, len(objs), len(all))
+		}
+	}
+	// The photo claim of the re-embedding Job follows the API.
+	objs := render(t, "values-one-building.yaml", "--set", "api.enabled=false")
+	if c, found, _ := unstructured.NestedString(find(objs, "FaceGallery", "hq").Object, "spec", "rollout", "reembed", "photoClaimName"); found {
+		t.Errorf("re-embedding from photo claim %q without the API", c)
 	}
 }
