@@ -59,6 +59,11 @@ type Config struct {
 	// FilterSubject narrows the frames consumed, e.g. one site
 	// (bus.SiteFilter). Default: every frame.
 	FilterSubject string
+	// Bind makes Run bind to the existing durable consumer instead of
+	// creating or updating it with ConsumerConfig: a least-privilege user
+	// (natsauth RoleEmbedder) may only bind, and the consumer's creator
+	// (the operator, `facegate nats bootstrap`) owns its settings.
+	Bind bool
 	// Batch is how many messages one fetch asks for. Default 8.
 	Batch int
 	// Concurrency is the number of frames processed at once. Default
@@ -205,14 +210,34 @@ func (w *Worker) Durable() string { return w.cfg.Durable }
 // ConsumerConfig is the durable consumer every replica of the pool creates
 // or updates; identical settings make that idempotent.
 func (w *Worker) ConsumerConfig() jetstream.ConsumerConfig {
+	return ConsumerConfigFor(w.space, w.cfg.Durable, w.cfg.FilterSubject, w.cfg.AckWait, w.cfg.MaxDeliver)
+}
+
+// ConsumerConfigFor is the consumer a pool of space would create, without
+// an engine: for whoever creates it for least-privilege embedders
+// (`facegate nats bootstrap`), which only bind (Config.Bind). Empty
+// durable and filter, zero ackWait and maxDeliver take New's defaults.
+func ConsumerConfigFor(space, durable, filter string, ackWait time.Duration, maxDeliver int) jetstream.ConsumerConfig {
+	if durable == "" {
+		durable = DefaultDurable(space)
+	}
+	if filter == "" {
+		filter = bus.Root + "." + string(bus.KindFrames) + ".>"
+	}
+	if ackWait <= 0 {
+		ackWait = 30 * time.Second
+	}
+	if maxDeliver <= 0 {
+		maxDeliver = 5
+	}
 	return jetstream.ConsumerConfig{
-		Durable:       w.cfg.Durable,
-		Description:   "facegate embedder pool for " + w.space,
+		Durable:       durable,
+		Description:   "facegate embedder pool for " + space,
 		DeliverPolicy: jetstream.DeliverAllPolicy,
 		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       w.cfg.AckWait,
-		MaxDeliver:    w.cfg.MaxDeliver,
-		FilterSubject: w.cfg.FilterSubject,
+		AckWait:       ackWait,
+		MaxDeliver:    maxDeliver,
+		FilterSubject: filter,
 	}
 }
 
@@ -221,7 +246,13 @@ func (w *Worker) ConsumerConfig() jetstream.ConsumerConfig {
 // clean drain and an error when the consumer cannot be created or fetching
 // fails for good.
 func (w *Worker) Run(ctx context.Context) error {
-	cons, err := w.cfg.JetStream.CreateOrUpdateConsumer(ctx, bus.StreamFrames, w.ConsumerConfig())
+	var cons jetstream.Consumer
+	var err error
+	if w.cfg.Bind {
+		cons, err = w.cfg.JetStream.Consumer(ctx, bus.StreamFrames, w.cfg.Durable)
+	} else {
+		cons, err = w.cfg.JetStream.CreateOrUpdateConsumer(ctx, bus.StreamFrames, w.ConsumerConfig())
+	}
 	if err != nil {
 		return fmt.Errorf("embedder: consumer %s on stream %s: %w", w.cfg.Durable, bus.StreamFrames, err)
 	}

@@ -5,6 +5,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"go.uber.org/zap"
+
+	"github.com/facegate/facegate/pkg/natsconn"
 )
 
 // NATSOptions are the connection options a gateway needs: reconnect
@@ -28,13 +30,16 @@ func (c *FileConfig) NATSOptions(log *zap.Logger) ([]nats.Option, error) {
 	if c.NATS.InboxPrefix != "" {
 		opts = append(opts, nats.CustomInboxPrefix(c.NATS.InboxPrefix))
 	}
-	switch {
-	case c.NATS.Creds != "":
-		opts = append(opts, nats.UserCredentials(c.NATS.Creds))
-	case c.NATS.NKeySeed != "":
-		o, err := nats.NkeyOptionFromSeed(c.NATS.NKeySeed)
+	// Creds and NKeySeed are exclusive (Validate); natsconn tells the two
+	// file kinds apart by content.
+	cred := c.NATS.Creds
+	if cred == "" {
+		cred = c.NATS.NKeySeed
+	}
+	if cred != "" {
+		o, err := natsconn.Credential(cred)
 		if err != nil {
-			return nil, fmt.Errorf("gateway: nats.nkey_seed %s: %w", c.NATS.NKeySeed, err)
+			return nil, fmt.Errorf("gateway: nats credential: %w", err)
 		}
 		opts = append(opts, o)
 	}

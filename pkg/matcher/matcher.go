@@ -143,10 +143,7 @@ func New(cfg Config) (*Matcher, error) {
 	if !(cfg.Threshold > 0 && cfg.Threshold < 2) {
 		return nil, fmt.Errorf("matcher: config: threshold %v outside (0, 2)", cfg.Threshold)
 	}
-	durable := Service
-	if cfg.Site != "" {
-		durable += "-" + cfg.Site
-	}
+	durable := DefaultDurable(cfg.Site)
 	def := func(s *string, v string) {
 		if *s == "" {
 			*s = v
@@ -222,35 +219,68 @@ func ThresholdForSpace(cacheRoot, space string) (float64, error) {
 }
 
 func (m *Matcher) facesConsumer() (jetstream.ConsumerConfig, error) {
-	filter, err := bus.SiteFilter(bus.KindFaces, m.cfg.Site)
-	if err != nil {
-		return jetstream.ConsumerConfig{}, err
-	}
-	return jetstream.ConsumerConfig{
-		Durable: m.cfg.FacesDurable, Description: "facegate matcher: face events to decisions",
-		// New faces only: replaying minutes of old faces would decide on
-		// people long gone (MaxAge drops them anyway).
-		DeliverPolicy: jetstream.DeliverNewPolicy,
-		AckPolicy:     jetstream.AckExplicitPolicy, AckWait: m.cfg.AckWait, MaxDeliver: m.cfg.MaxDeliver,
-		FilterSubject: filter,
-	}, nil
+	faces, _, err := ConsumerConfigsFor(m.cfg.Site, m.cfg.FacesDurable, m.cfg.ClaimsDurable, m.cfg.AckWait, m.cfg.MaxDeliver)
+	return faces, err
 }
 
 func (m *Matcher) claimsConsumer() (jetstream.ConsumerConfig, error) {
-	filter, err := bus.SiteFilter(bus.KindClaims, m.cfg.Site)
-	if err != nil {
-		return jetstream.ConsumerConfig{}, err
+	_, claims, err := ConsumerConfigsFor(m.cfg.Site, m.cfg.FacesDurable, m.cfg.ClaimsDurable, m.cfg.AckWait, m.cfg.MaxDeliver)
+	return claims, err
+}
+
+// DefaultDurable is the FACES and CLAIMS consumer name of the matchers of
+// a site ("" = every site) when Config leaves them empty.
+func DefaultDurable(site string) string {
+	if site == "" {
+		return Service
 	}
-	return jetstream.ConsumerConfig{
-		Durable: m.cfg.ClaimsDurable, Description: "facegate matcher: badge claims (verify windows)",
+	return Service + "-" + site
+}
+
+// ConsumerConfigsFor are the FACES and CLAIMS consumers of a matcher of
+// site ("" = every site) without building one, for whoever creates them
+// for least-privilege matchers (`facegate nats bootstrap`, the operator).
+// Empty durables, zero ackWait and maxDeliver take the matcher's defaults.
+func ConsumerConfigsFor(site, facesDurable, claimsDurable string, ackWait time.Duration, maxDeliver int) (faces, claims jetstream.ConsumerConfig, err error) {
+	if facesDurable == "" {
+		facesDurable = DefaultDurable(site)
+	}
+	if claimsDurable == "" {
+		claimsDurable = DefaultDurable(site)
+	}
+	if ackWait <= 0 {
+		ackWait = 30 * time.Second
+	}
+	if maxDeliver <= 0 {
+		maxDeliver = 5
+	}
+	ff, err := bus.SiteFilter(bus.KindFaces, site)
+	if err != nil {
+		return faces, claims, err
+	}
+	cf, err := bus.SiteFilter(bus.KindClaims, site)
+	if err != nil {
+		return faces, claims, err
+	}
+	faces = jetstream.ConsumerConfig{
+		Durable: facesDurable, Description: "facegate matcher: face events to decisions",
+		// New faces only: replaying minutes of old faces would decide on
+		// people long gone (MaxAge drops them anyway).
 		DeliverPolicy: jetstream.DeliverNewPolicy,
-		AckPolicy:     jetstream.AckExplicitPolicy, AckWait: m.cfg.AckWait,
+		AckPolicy:     jetstream.AckExplicitPolicy, AckWait: ackWait, MaxDeliver: maxDeliver,
+		FilterSubject: ff,
+	}
+	claims = jetstream.ConsumerConfig{
+		Durable: claimsDurable, Description: "facegate matcher: badge claims (verify windows)",
+		DeliverPolicy: jetstream.DeliverNewPolicy,
+		AckPolicy:     jetstream.AckExplicitPolicy, AckWait: ackWait,
 		// A claim stays unacknowledged for its window; redelivery after a
 		// crash is how another matcher takes it over, so no MaxDeliver cap
 		// short of a handful.
-		MaxDeliver:    m.cfg.MaxDeliver,
-		FilterSubject: filter,
-	}, nil
+		MaxDeliver:    maxDeliver,
+		FilterSubject: cf,
+	}
+	return faces, claims, nil
 }
 
 // bindConsumer binds to the durable consumer, creating it when it does not

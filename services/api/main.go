@@ -22,7 +22,6 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -39,6 +38,7 @@ import (
 	"github.com/facegate/facegate/pkg/face"
 	"github.com/facegate/facegate/pkg/inference"
 	"github.com/facegate/facegate/pkg/modelcache"
+	"github.com/facegate/facegate/pkg/natsconn"
 	"github.com/facegate/facegate/pkg/photostore"
 	"github.com/facegate/facegate/pkg/sealed"
 	"github.com/facegate/facegate/pkg/svcflag"
@@ -73,7 +73,7 @@ func parse(args []string, getenv func(string) string, stderr io.Writer) (setting
 	fs := flag.NewFlagSet("api", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&s.natsURL, "nats-url", nats.DefaultURL, "NATS server URL(s), comma-separated (env FACEGATE_NATS_URL)")
-	fs.StringVar(&s.natsCreds, "nats-creds", "", "NATS credential: a .creds file, or an NKEY seed file ending in .nk (env FACEGATE_NATS_CREDS)")
+	fs.StringVar(&s.natsCreds, "nats-creds", "", "NATS credential: a .creds file or an NKEY seed file (facegate nats gen) (env FACEGATE_NATS_CREDS)")
 	fs.StringVar(&s.inboxPrefix, "nats-inbox-prefix", "", "inbox prefix the credential allows (env FACEGATE_NATS_INBOX_PREFIX)")
 	fs.StringVar(&s.listen, "listen", ":8443", "API listen address (env FACEGATE_LISTEN)")
 	fs.StringVar(&s.tlsCert, "tls-cert", "", "server certificate PEM; empty serves plain HTTP (env FACEGATE_TLS_CERT)")
@@ -140,25 +140,7 @@ func main() {
 }
 
 func natsOptions(s settings, log *zap.Logger) ([]nats.Option, error) {
-	opts := []nats.Option{
-		nats.Name("facegate-api"), nats.MaxReconnects(-1),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { log.Warn("NATS disconnected", zap.Error(err)) }),
-		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info("NATS reconnected", zap.String("url", nc.ConnectedUrlRedacted())) }),
-	}
-	if s.inboxPrefix != "" {
-		opts = append(opts, nats.CustomInboxPrefix(s.inboxPrefix))
-	}
-	switch {
-	case strings.HasSuffix(s.natsCreds, ".nk"):
-		o, err := nats.NkeyOptionFromSeed(s.natsCreds)
-		if err != nil {
-			return nil, fmt.Errorf("nats-creds %s: %w", s.natsCreds, err)
-		}
-		opts = append(opts, o)
-	case s.natsCreds != "":
-		opts = append(opts, nats.UserCredentials(s.natsCreds))
-	}
-	return opts, nil
+	return natsconn.Options("facegate-api", s.natsCreds, s.inboxPrefix, log)
 }
 
 // run serves until ctx ends. ready, when not nil, receives the API's

@@ -29,6 +29,7 @@ import (
 	"github.com/facegate/facegate/pkg/audit"
 	"github.com/facegate/facegate/pkg/auditsink"
 	"github.com/facegate/facegate/pkg/bus"
+	"github.com/facegate/facegate/pkg/natsconn"
 	"github.com/facegate/facegate/pkg/retention"
 	"github.com/facegate/facegate/pkg/telemetry"
 )
@@ -60,7 +61,7 @@ func parse(args []string, getenv func(string) string, stderr io.Writer) (setting
 	fs := flag.NewFlagSet("audit", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&s.natsURL, "nats-url", nats.DefaultURL, "NATS server URL(s), comma-separated (env FACEGATE_NATS_URL)")
-	fs.StringVar(&s.natsCreds, "nats-creds", "", "NKEY seed file of the audit user (facegate nats gen); empty connects without credentials (env FACEGATE_NATS_CREDS)")
+	fs.StringVar(&s.natsCreds, "nats-creds", "", "NATS credential of the audit user: an NKEY seed file (facegate nats gen) or a .creds file; empty connects without credentials (env FACEGATE_NATS_CREDS)")
 	fs.StringVar(&s.natsUser, "nats-user", "audit", "NATS user name: replies arrive under _INBOX.<name>, the only inbox the user may read (env FACEGATE_NATS_USER)")
 	fs.StringVar(&s.logPath, "log", "", "audit log file, created if missing (required; env FACEGATE_LOG)")
 	fs.StringVar(&s.checkpointKey, "checkpoint-key", "", "ed25519 checkpoint signing key, PEM, mode 0600 (facegate audit keygen) (required; env FACEGATE_CHECKPOINT_KEY)")
@@ -159,13 +160,9 @@ func run(ctx context.Context, s settings, log *zap.Logger) error {
 		}
 	}
 
-	opts := []nats.Option{nats.Name("facegate-audit"), nats.MaxReconnects(-1), nats.CustomInboxPrefix("_INBOX." + s.natsUser)}
-	if s.natsCreds != "" {
-		o, err := nats.NkeyOptionFromSeed(s.natsCreds)
-		if err != nil {
-			return fmt.Errorf("NATS credentials %s: %w", s.natsCreds, err)
-		}
-		opts = append(opts, o)
+	opts, err := natsconn.Options("facegate-audit", s.natsCreds, "_INBOX."+s.natsUser, log)
+	if err != nil {
+		return err
 	}
 	nc, err := nats.Connect(s.natsURL, opts...)
 	if err != nil {

@@ -27,6 +27,7 @@ import (
 	"github.com/facegate/facegate/pkg/face"
 	"github.com/facegate/facegate/pkg/inference"
 	"github.com/facegate/facegate/pkg/modelcache"
+	"github.com/facegate/facegate/pkg/natsconn"
 	"github.com/facegate/facegate/pkg/svcflag"
 	"github.com/facegate/facegate/pkg/telemetry"
 )
@@ -34,6 +35,9 @@ import (
 // settings are the command's options after flags and environment.
 type settings struct {
 	natsURL       string
+	natsCreds     string
+	inboxPrefix   string
+	bind          bool
 	model         string
 	cacheDir      string
 	durable       string
@@ -60,6 +64,9 @@ func parse(args []string, getenv func(string) string, stderr io.Writer) (setting
 	fs.SetOutput(stderr)
 	host, _ := os.Hostname()
 	fs.StringVar(&s.natsURL, "nats-url", nats.DefaultURL, "NATS server URL(s), comma-separated (env FACEGATE_NATS_URL)")
+	fs.StringVar(&s.natsCreds, "nats-creds", "", "NATS credential: a .creds file or an NKEY seed file (facegate nats gen) (env FACEGATE_NATS_CREDS)")
+	fs.StringVar(&s.inboxPrefix, "nats-inbox-prefix", "", "inbox prefix the credential allows, e.g. _INBOX.embedder-hq (env FACEGATE_NATS_INBOX_PREFIX)")
+	fs.BoolVar(&s.bind, "bind", false, "bind to the existing durable consumer instead of creating or updating it; needed with a least-privilege embedder credential (env FACEGATE_BIND)")
 	fs.StringVar(&s.model, "model", "", "encoder model id; empty for the manifest's default (env FACEGATE_MODEL)")
 	fs.StringVar(&s.cacheDir, "cache", "", "model cache root; empty for the default (env FACEGATE_CACHE)")
 	fs.StringVar(&s.durable, "durable", "", "consumer name shared by the pool; empty for embedder-<space> (env FACEGATE_DURABLE)")
@@ -140,7 +147,11 @@ func run(ctx context.Context, s settings, log *zap.Logger) error {
 		version = p.Version
 	}
 
-	nc, err := nats.Connect(s.natsURL, nats.Name("facegate-embedder "+s.instance), nats.MaxReconnects(-1))
+	opts, err := natsconn.Options("facegate-embedder "+s.instance, s.natsCreds, s.inboxPrefix, log)
+	if err != nil {
+		return err
+	}
+	nc, err := nats.Connect(s.natsURL, opts...)
 	if err != nil {
 		return fmt.Errorf("connect to NATS at %s: %w", s.natsURL, err)
 	}
@@ -163,7 +174,7 @@ func run(ctx context.Context, s settings, log *zap.Logger) error {
 		}
 	}
 	w, err := embedder.New(embedder.Config{
-		Engine: eng, JetStream: js, ModelVersion: version, Durable: s.durable, FilterSubject: filter,
+		Engine: eng, JetStream: js, ModelVersion: version, Durable: s.durable, FilterSubject: filter, Bind: s.bind,
 		Batch: s.batch, Concurrency: s.concurrency, MaxAge: s.maxAge, AckWait: s.ackWait,
 		DrainTimeout: s.drainTimeout, Instance: s.instance, Crops: s.crops, Log: log,
 	})

@@ -28,6 +28,7 @@ import (
 	"github.com/facegate/facegate/pkg/bus"
 	"github.com/facegate/facegate/pkg/directory"
 	"github.com/facegate/facegate/pkg/matcher"
+	"github.com/facegate/facegate/pkg/natsconn"
 	"github.com/facegate/facegate/pkg/sealed"
 	"github.com/facegate/facegate/pkg/svcflag"
 	"github.com/facegate/facegate/pkg/telemetry"
@@ -72,7 +73,7 @@ func parse(args []string, getenv func(string) string, stderr io.Writer) (setting
 	host, _ := os.Hostname()
 	space, dim := defaultSpace()
 	fs.StringVar(&s.natsURL, "nats-url", nats.DefaultURL, "NATS server URL(s), comma-separated (env FACEGATE_NATS_URL)")
-	fs.StringVar(&s.natsCreds, "nats-creds", "", "NATS credential: a .creds file, or an NKEY seed file ending in .nk (env FACEGATE_NATS_CREDS)")
+	fs.StringVar(&s.natsCreds, "nats-creds", "", "NATS credential: a .creds file or an NKEY seed file (facegate nats gen) (env FACEGATE_NATS_CREDS)")
 	fs.StringVar(&s.inboxPrefix, "nats-inbox-prefix", "", "inbox prefix the credential allows, e.g. _INBOX.matcher-hq (env FACEGATE_NATS_INBOX_PREFIX)")
 	fs.StringVar(&s.keysDir, "keys-dir", "", "key-encryption keys that unseal templates and seal snapshots (required; env FACEGATE_KEYS_DIR)")
 	fs.StringVar(&s.snapshotDir, "snapshot-dir", "", "where the directory snapshot is kept; empty for none (env FACEGATE_SNAPSHOT_DIR)")
@@ -148,25 +149,7 @@ func main() {
 }
 
 func natsOptions(s settings, log *zap.Logger) ([]nats.Option, error) {
-	opts := []nats.Option{
-		nats.Name("facegate-matcher " + s.instance), nats.MaxReconnects(-1),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { log.Warn("NATS disconnected", zap.Error(err)) }),
-		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info("NATS reconnected", zap.String("url", nc.ConnectedUrlRedacted())) }),
-	}
-	if s.inboxPrefix != "" {
-		opts = append(opts, nats.CustomInboxPrefix(s.inboxPrefix))
-	}
-	switch {
-	case strings.HasSuffix(s.natsCreds, ".nk"):
-		o, err := nats.NkeyOptionFromSeed(s.natsCreds)
-		if err != nil {
-			return nil, fmt.Errorf("nats-creds %s: %w", s.natsCreds, err)
-		}
-		opts = append(opts, o)
-	case s.natsCreds != "":
-		opts = append(opts, nats.UserCredentials(s.natsCreds))
-	}
-	return opts, nil
+	return natsconn.Options("facegate-matcher "+s.instance, s.natsCreds, s.inboxPrefix, log)
 }
 
 func run(ctx context.Context, s settings, log *zap.Logger) error {

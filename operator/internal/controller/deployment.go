@@ -1,7 +1,6 @@
 package controller
 
 import (
-	"fmt"
 	"maps"
 	"strconv"
 
@@ -15,13 +14,35 @@ import (
 )
 
 // Ports and paths of the embedder container: the contract with
-// services/embedder (see operator/README.md).
+// services/embedder (see operator/README.md). The embedder serves /metrics,
+// /healthz and /readyz on one address (telemetry.Listen), so the probes and
+// the scrape share embedderHTTPPort.
 const (
-	embedderHealthPort  = 8080
-	embedderMetricsPort = 9090
-	natsCredsDir        = "/etc/facegate/nats"
-	modelCacheDir       = "/var/cache/facegate"
-	photoDir            = "/var/lib/facegate/photos"
+	embedderHTTPPort = 8080
+	natsCredsDir     = "/etc/facegate/nats"
+	// bakedCacheDir is the model cache baked into the embedder image
+	// (deploy/docker/Dockerfile.embedder): ONNX Runtime and the converted
+	// models. It is read-only and must not be shadowed by a volume.
+	bakedCacheDir = "/opt/facegate/cache"
+	photoDir      = "/var/lib/facegate/photos"
+)
+
+// Keys of a pool's credentials Secret: the credential (a .creds file or
+// an NKEY seed, pkg/natsconn tells them apart) and, optionally, the inbox
+// prefix its natsauth user must use (natsauth.User.InboxPrefix).
+const (
+	natsCredsKey       = "nats.creds"
+	natsInboxPrefixKey = "inbox-prefix"
+)
+
+// Pod annotations recording what a pool's embedders serve. The embedder
+// itself only takes the model id (it loads the model baked into its
+// image); these make the rest visible and roll the pods when it changes.
+const (
+	AnnotationCollection        = "facegate.io/collection"
+	AnnotationEmbeddingSize     = "facegate.io/embedding-size"
+	AnnotationModelSHA256       = "facegate.io/model-sha256"
+	AnnotationExecutionProvider = "facegate.io/execution-provider"
 )
 
 // usesGPU reports whether the pool asks for NVIDIA GPUs.
@@ -48,42 +69,33 @@ func poolLabels(pool *facegatev1.EmbedderPool, modelID string) map[string]string
 	return l
 }
 
-// embedderEnv is the configuration contract with the embedder binary.
-func embedderEnv(pool *facegatev1.EmbedderPool, m *facegatev1.FaceModel, natsURL, collection string) []corev1.EnvVar {
+// embedderEnv is the configuration contract with the embedder binary:
+// every variable is FACEGATE_<FLAG> of a flag services/embedder defines
+// (TestEmbedderEnvMatchesBinaryFlags builds the binary and checks). The
+// operator creates the pool's durable consumer with the pool's filter
+// (lag.EnsureConsumer), so the embedders only bind to it (--bind) and
+// leave streams alone: a least-privilege natsauth embedder user may do
+// neither, and an embedder creating the consumer would replace the
+// operator's filter subject with its own.
+func embedderEnv(pool *facegatev1.EmbedderPool, m *facegatev1.FaceModel, natsURL string) []corev1.EnvVar {
 	spec := pool.Spec
-	provider := "cpu"
-	if usesGPU(&spec.EmbedderTemplate) {
-		provider = "cuda"
-	}
-	layout := string(m.Spec.Input.Layout)
-	if layout == "" {
-		layout = string(facegatev1.LayoutNHWC)
-	}
-	channels := channelsOf(m)
 	env := []corev1.EnvVar{
-		{Name: "FACEGATE_POOL", Value: pool.Name},
-		{Name: "FACEGATE_MODEL", Value: m.Name},
-		{Name: "FACEGATE_MODEL_ID", Value: m.Spec.ModelID},
-		{Name: "FACEGATE_MODEL_URL", Value: m.Spec.Artifact.URL},
-		{Name: "FACEGATE_MODEL_SHA256", Value: m.Spec.Artifact.SHA256},
-		{Name: "FACEGATE_MODEL_INPUT", Value: fmt.Sprintf("%dx%dx%d %s", m.Spec.Input.Width, m.Spec.Input.Height, channels, layout)},
-		{Name: "FACEGATE_EMBEDDING_SIZE", Value: strconv.Itoa(int(m.Spec.EmbeddingSize))},
-		{Name: "FACEGATE_DETECTOR_ID", Value: m.Spec.Detector.ModelID},
-		{Name: "FACEGATE_COLLECTION", Value: collection},
-		{Name: "FACEGATE_BATCH_SIZE", Value: strconv.Itoa(int(max(spec.BatchSize, 1)))},
-		{Name: "FACEGATE_EXECUTION_PROVIDER", Value: provider},
 		{Name: "FACEGATE_NATS_URL", Value: natsURL},
-		{Name: "FACEGATE_NATS_STREAM", Value: spec.Consumer.Stream},
-		{Name: "FACEGATE_NATS_CONSUMER", Value: spec.Consumer.Durable},
-		{Name: "FACEGATE_CACHE", Value: modelCacheDir},
+		{Name: "FACEGATE_MODEL", Value: m.Spec.ModelID},
+		{Name: "FACEGATE_CACHE", Value: bakedCacheDir},
+		{Name: "FACEGATE_DURABLE", Value: spec.Consumer.Durable},
+		{Name: "FACEGATE_BIND", Value: "true"},
+		{Name: "FACEGATE_ENSURE_STREAMS", Value: "false"},
+		{Name: "FACEGATE_BATCH", Value: strconv.Itoa(int(max(spec.BatchSize, 1)))},
+		{Name: "FACEGATE_METRICS_ADDR", Value: ":" + strconv.Itoa(embedderHTTPPort)},
+		// The pod name identifies the replica in face events.
+		{Name: "FACEGATE_INSTANCE", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}}},
 	}
-	if d := m.Spec.Detector.Artifact; d != nil {
+	if s := spec.Consumer.CredentialsSecret; s != "" {
 		env = append(env,
-			corev1.EnvVar{Name: "FACEGATE_DETECTOR_URL", Value: d.URL},
-			corev1.EnvVar{Name: "FACEGATE_DETECTOR_SHA256", Value: d.SHA256})
-	}
-	if spec.Consumer.CredentialsSecret != "" {
-		env = append(env, corev1.EnvVar{Name: "FACEGATE_NATS_CREDS", Value: natsCredsDir + "/nats.creds"})
+			corev1.EnvVar{Name: "FACEGATE_NATS_CREDS", Value: natsCredsDir + "/" + natsCredsKey},
+			corev1.EnvVar{Name: "FACEGATE_NATS_INBOX_PREFIX", ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{
+				LocalObjectReference: corev1.LocalObjectReference{Name: s}, Key: natsInboxPrefixKey, Optional: ptr.To(true)}}})
 	}
 	return append(env, spec.Env...)
 }
@@ -102,6 +114,10 @@ func restrictedSecurityContext() *corev1.SecurityContext {
 // desiredDeployment writes the operator-owned fields of the pool's
 // Deployment into dep (keeping fields other controllers default).
 func desiredDeployment(dep *appsv1.Deployment, pool *facegatev1.EmbedderPool, m *facegatev1.FaceModel, image, natsURL, collection string, replicas int32) {
+	provider := "cpu"
+	if usesGPU(&pool.Spec.EmbedderTemplate) {
+		provider = "cuda"
+	}
 	spec := pool.Spec
 	labels := poolLabels(pool, m.Spec.ModelID)
 	selector := map[string]string{LabelName: labels[LabelName], LabelPool: labels[LabelPool]}
@@ -126,29 +142,32 @@ func desiredDeployment(dep *appsv1.Deployment, pool *facegatev1.EmbedderPool, m 
 	}
 
 	annotations := map[string]string{
-		"prometheus.io/scrape": "true",
-		"prometheus.io/port":   strconv.Itoa(embedderMetricsPort),
+		"prometheus.io/scrape":      "true",
+		"prometheus.io/port":        strconv.Itoa(embedderHTTPPort),
+		AnnotationCollection:        collection,
+		AnnotationEmbeddingSize:     strconv.Itoa(int(m.Spec.EmbeddingSize)),
+		AnnotationModelSHA256:       m.Spec.Artifact.SHA256,
+		AnnotationExecutionProvider: provider,
 	}
 	maps.Copy(annotations, spec.PodAnnotations)
 
 	volumes := []corev1.Volume{
 		{Name: "tmp", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
-		{Name: "model-cache", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{SizeLimit: ptr.To(resource.MustParse("2Gi"))}}},
 	}
+	// No volume over bakedCacheDir: the image's cache is the model.
 	mounts := []corev1.VolumeMount{
 		{Name: "tmp", MountPath: "/tmp"},
-		{Name: "model-cache", MountPath: modelCacheDir},
 	}
 	if s := spec.Consumer.CredentialsSecret; s != "" {
 		volumes = append(volumes, corev1.Volume{Name: "nats-creds", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
-			SecretName: s, Items: []corev1.KeyToPath{{Key: "nats.creds", Path: "nats.creds"}}, DefaultMode: ptr.To[int32](0o440),
+			SecretName: s, Items: []corev1.KeyToPath{{Key: natsCredsKey, Path: natsCredsKey}}, DefaultMode: ptr.To[int32](0o440),
 		}}})
 		mounts = append(mounts, corev1.VolumeMount{Name: "nats-creds", MountPath: natsCredsDir, ReadOnly: true})
 	}
 
 	probe := func(path string, initial int32) *corev1.Probe {
 		return &corev1.Probe{
-			ProbeHandler:        corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: path, Port: intstr.FromString("health")}},
+			ProbeHandler:        corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: path, Port: intstr.FromString("http")}},
 			InitialDelaySeconds: initial, PeriodSeconds: 10, TimeoutSeconds: 2, FailureThreshold: 3,
 		}
 	}
@@ -176,15 +195,14 @@ func desiredDeployment(dep *appsv1.Deployment, pool *facegatev1.EmbedderPool, m 
 				Name:            "embedder",
 				Image:           image,
 				ImagePullPolicy: corev1.PullIfNotPresent,
-				Env:             embedderEnv(pool, m, natsURL, collection),
+				Env:             embedderEnv(pool, m, natsURL),
 				Ports: []corev1.ContainerPort{
-					{Name: "health", ContainerPort: embedderHealthPort, Protocol: corev1.ProtocolTCP},
-					{Name: "metrics", ContainerPort: embedderMetricsPort, Protocol: corev1.ProtocolTCP},
+					{Name: "http", ContainerPort: embedderHTTPPort, Protocol: corev1.ProtocolTCP},
 				},
 				Resources:       spec.Resources,
 				LivenessProbe:   probe("/healthz", 10),
 				ReadinessProbe:  probe("/readyz", 5),
-				StartupProbe:    &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/healthz", Port: intstr.FromString("health")}}, PeriodSeconds: 5, FailureThreshold: 60},
+				StartupProbe:    &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/healthz", Port: intstr.FromString("http")}}, PeriodSeconds: 5, FailureThreshold: 60},
 				SecurityContext: restrictedSecurityContext(),
 				VolumeMounts:    mounts,
 			}},

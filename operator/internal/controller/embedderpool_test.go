@@ -314,22 +314,24 @@ func checkGPUTemplate(t *testing.T, dep *appsv1.Deployment, pool *facegatev1.Emb
 		env[v.Name] = v.Value
 	}
 	want := map[string]string{
-		"FACEGATE_EXECUTION_PROVIDER": "cuda",
-		"FACEGATE_BATCH_SIZE":         "32",
-		"FACEGATE_NATS_STREAM":        "FRAMES",
-		"FACEGATE_NATS_CONSUMER":      pool.Spec.Consumer.Durable,
-		"FACEGATE_MODEL_INPUT":        "150x150x3 NHWC",
-		"FACEGATE_EMBEDDING_SIZE":     "128",
-		"FACEGATE_MODEL_SHA256":       suite.sha("/enc-150-128.onnx"),
-		"FACEGATE_EXTRA":              "1",
+		"FACEGATE_BATCH":          "32",
+		"FACEGATE_DURABLE":        pool.Spec.Consumer.Durable,
+		"FACEGATE_MODEL":          "tiny-enc-150-128",
+		"FACEGATE_CACHE":          bakedCacheDir,
+		"FACEGATE_METRICS_ADDR":   ":8080",
+		"FACEGATE_BIND":           "true",
+		"FACEGATE_ENSURE_STREAMS": "false",
+		"FACEGATE_EXTRA":          "1",
 	}
 	for k, v := range want {
 		if env[k] != v {
 			t.Errorf("env %s = %q, want %q", k, env[k], v)
 		}
 	}
-	if !strings.HasPrefix(env["FACEGATE_COLLECTION"], "fg_tiny_enc_150_128_") {
-		t.Errorf("collection %q", env["FACEGATE_COLLECTION"])
+	ann := dep.Spec.Template.Annotations
+	if ann[AnnotationExecutionProvider] != "cuda" || ann[AnnotationEmbeddingSize] != "128" ||
+		ann[AnnotationModelSHA256] != suite.sha("/enc-150-128.onnx") || !strings.HasPrefix(ann[AnnotationCollection], "fg_tiny_enc_150_128_") {
+		t.Errorf("pod annotations %v", ann)
 	}
 	sc := c.SecurityContext
 	if sc == nil || !*sc.RunAsNonRoot || !*sc.ReadOnlyRootFilesystem || *sc.AllowPrivilegeEscalation || len(sc.Capabilities.Drop) != 1 || sc.Capabilities.Drop[0] != "ALL" {
@@ -400,10 +402,8 @@ func TestPoolScalesToZeroAndWakesOnActivation(t *testing.T) {
 	if err := e.c.Get(ctx, types.NamespacedName{Namespace: ns, Name: "night"}, &dep); err != nil {
 		t.Fatal(err)
 	}
-	for _, v := range dep.Spec.Template.Spec.Containers[0].Env {
-		if v.Name == "FACEGATE_EXECUTION_PROVIDER" && v.Value != "cpu" {
-			t.Errorf("a pool without GPUs got execution provider %q", v.Value)
-		}
+	if v := dep.Spec.Template.Annotations[AnnotationExecutionProvider]; v != "cpu" {
+		t.Errorf("a pool without GPUs got execution provider %q", v)
 	}
 }
 

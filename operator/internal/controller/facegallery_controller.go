@@ -613,16 +613,15 @@ func (s *galleryStep) ensureJob(ctx context.Context) (string, error) {
 		LabelGallery: labelValue(s.g.Name), LabelModel: labelValue(m.Name), LabelModelID: labelValue(m.Spec.ModelID),
 	}
 	job.Labels = labels
+	// The image's baked model cache is used as is (no volume over it).
 	mounts := []corev1.VolumeMount{
 		{Name: "tmp", MountPath: "/tmp"},
-		{Name: "model-cache", MountPath: modelCacheDir},
 	}
 	volumes := []corev1.Volume{
 		{Name: "tmp", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
-		{Name: "model-cache", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
 	}
 	env := []corev1.EnvVar{
-		{Name: "FACEGATE_CACHE", Value: modelCacheDir},
+		{Name: "FACEGATE_CACHE", Value: bakedCacheDir},
 		{Name: "FACEGATE_EXECUTION_PROVIDER", Value: executionProvider(spec.Resources)},
 	}
 	if spec.PhotoClaimName != "" {

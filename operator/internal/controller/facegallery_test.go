@@ -305,8 +305,9 @@ func TestRolloutSwitchesAfterShadowThenRetiresTheOldModel(t *testing.T) {
 	for _, v := range newDep.Spec.Template.Spec.Containers[0].Env {
 		envOf[v.Name] = v.Value
 	}
-	if envOf["FACEGATE_COLLECTION"] != cand.Collection || envOf["FACEGATE_EMBEDDING_SIZE"] != "64" || envOf["FACEGATE_NATS_CONSUMER"] != "lobby-a-m2" {
-		t.Fatalf("candidate embedder env %v", envOf)
+	ann := newDep.Spec.Template.Annotations
+	if ann[AnnotationCollection] != cand.Collection || ann[AnnotationEmbeddingSize] != "64" || envOf["FACEGATE_DURABLE"] != "lobby-a-m2" {
+		t.Fatalf("candidate embedder env %v, annotations %v", envOf, ann)
 	}
 	var job batchv1.Job
 	if err := e.c.Get(ctx, types.NamespacedName{Namespace: ns, Name: g.Status.Rollout.ReembedJob}, &job); err != nil {

@@ -55,6 +55,6 @@ regenerating revokes nobody) and the server configuration, which holds only publ
 	gen.Flags().StringVar(&out, "out", "", "configuration file to write (default stdout)")
 	_ = gen.MarkFlagRequired("deployment")
 	_ = gen.MarkFlagRequired("seeds")
-	cmd.AddCommand(gen)
+	cmd.AddCommand(gen, natsBootstrapCmd(a))
 	return cmd
 }
