@@ -15,11 +15,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
-	"os/signal"
-	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -31,6 +27,7 @@ import (
 	"github.com/facegate/facegate/pkg/bus"
 	"github.com/facegate/facegate/pkg/natsconn"
 	"github.com/facegate/facegate/pkg/retention"
+	"github.com/facegate/facegate/pkg/svcflag"
 	"github.com/facegate/facegate/pkg/telemetry"
 )
 
@@ -76,27 +73,7 @@ func parse(args []string, getenv func(string) string, stderr io.Writer) (setting
 	fs.DurationVar(&s.retentionInterval, "retention-interval", 0, "time between retention sweeps; 0 picks a quarter of the shortest retention, 1s..1m (env FACEGATE_RETENTION_INTERVAL)")
 	fs.StringVar(&s.metricsAddr, "metrics-addr", "", "serve /metrics, /healthz and /readyz on this address, e.g. :9464; empty disables (env FACEGATE_METRICS_ADDR)")
 	fs.StringVar(&s.logLevel, "log-level", "info", "debug, info, warn or error (env FACEGATE_LOG_LEVEL)")
-	if err := fs.Parse(args); err != nil {
-		return s, err
-	}
-	if fs.NArg() > 0 {
-		return s, fmt.Errorf("unexpected arguments %q", fs.Args())
-	}
-	given := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
-	var errs []error
-	fs.VisitAll(func(f *flag.Flag) {
-		if given[f.Name] {
-			return
-		}
-		env := "FACEGATE_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
-		if v := getenv(env); v != "" {
-			if err := f.Value.Set(v); err != nil {
-				errs = append(errs, fmt.Errorf("%s=%q: %w", env, v, err))
-			}
-		}
-	})
-	if err := errors.Join(errs...); err != nil {
+	if err := svcflag.Parse(fs, args, getenv); err != nil {
 		return s, err
 	}
 	switch {
@@ -122,26 +99,7 @@ func parse(args []string, getenv func(string) string, stderr io.Writer) (setting
 }
 
 func main() {
-	s, err := parse(os.Args[1:], os.Getenv, os.Stderr)
-	if errors.Is(err, flag.ErrHelp) {
-		os.Exit(0)
-	}
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "audit: %v\n", err)
-		os.Exit(2)
-	}
-	log, err := telemetry.NewLogger(s.logLevel, false)
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "audit: %v\n", err)
-		os.Exit(2)
-	}
-	defer log.Sync() //nolint:errcheck // nothing useful to do when stderr is gone
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
-	if err := run(ctx, s, log); err != nil {
-		log.Error("audit service stopped", zap.Error(err))
-		os.Exit(1)
-	}
+	svcflag.Main("audit", parse, func(s settings) string { return s.logLevel }, run)
 }
 
 func run(ctx context.Context, s settings, log *zap.Logger) error {

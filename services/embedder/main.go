@@ -13,9 +13,7 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
 	"runtime"
-	"syscall"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -105,26 +103,7 @@ func parse(args []string, getenv func(string) string, stderr io.Writer) (setting
 }
 
 func main() {
-	s, err := parse(os.Args[1:], os.Getenv, os.Stderr)
-	if errors.Is(err, flag.ErrHelp) {
-		os.Exit(0)
-	}
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "embedder: %v\n", err)
-		os.Exit(2)
-	}
-	log, err := telemetry.NewLogger(s.logLevel, false)
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "embedder: %v\n", err)
-		os.Exit(2)
-	}
-	defer log.Sync() //nolint:errcheck // nothing useful to do when stderr is gone
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
-	if err := run(ctx, s, log); err != nil {
-		log.Error("embedder stopped", zap.Error(err))
-		os.Exit(1)
-	}
+	svcflag.Main("embedder", parse, func(s settings) string { return s.logLevel }, run)
 }
 
 func run(ctx context.Context, s settings, log *zap.Logger) error {

@@ -14,9 +14,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -27,6 +24,7 @@ import (
 	"github.com/facegate/facegate/pkg/bus"
 	"github.com/facegate/facegate/pkg/gateway"
 	"github.com/facegate/facegate/pkg/gateway/source"
+	"github.com/facegate/facegate/pkg/svcflag"
 	"github.com/facegate/facegate/pkg/telemetry"
 )
 
@@ -54,27 +52,7 @@ func parse(args []string, getenv func(string) string, stderr io.Writer) (setting
 	fs.DurationVar(&s.drainTimeout, "drain-timeout", 10*time.Second, "bound on draining after SIGTERM (env FACEGATE_DRAIN_TIMEOUT)")
 	fs.StringVar(&s.logLevel, "log-level", "info", "debug, info, warn or error (env FACEGATE_LOG_LEVEL)")
 	fs.StringVar(&s.metricsAddr, "metrics-addr", "", "serve /metrics, /healthz and /readyz on this address, e.g. :9464; empty disables (env FACEGATE_METRICS_ADDR)")
-	if err := fs.Parse(args); err != nil {
-		return s, err
-	}
-	if fs.NArg() > 0 {
-		return s, fmt.Errorf("unexpected arguments %q", fs.Args())
-	}
-	given := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
-	var errs []error
-	fs.VisitAll(func(f *flag.Flag) {
-		if given[f.Name] {
-			return
-		}
-		env := "FACEGATE_" + envName(f.Name)
-		if v := getenv(env); v != "" {
-			if err := f.Value.Set(v); err != nil {
-				errs = append(errs, fmt.Errorf("%s=%q: %w", env, v, err))
-			}
-		}
-	})
-	if err := errors.Join(errs...); err != nil {
+	if err := svcflag.Parse(fs, args, getenv); err != nil {
 		return s, err
 	}
 	if s.config == "" {
@@ -86,40 +64,9 @@ func parse(args []string, getenv func(string) string, stderr io.Writer) (setting
 	return s, nil
 }
 
-func envName(flagName string) string {
-	b := []byte(flagName)
-	for i, c := range b {
-		switch {
-		case c == '-':
-			b[i] = '_'
-		case 'a' <= c && c <= 'z':
-			b[i] = c - 'a' + 'A'
-		}
-	}
-	return string(b)
-}
-
 func main() {
-	s, err := parse(os.Args[1:], os.Getenv, os.Stderr)
-	if errors.Is(err, flag.ErrHelp) {
-		os.Exit(0)
-	}
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "gateway: %v\n", err)
-		os.Exit(2)
-	}
-	log, err := telemetry.NewLogger(s.logLevel, false)
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "gateway: %v\n", err)
-		os.Exit(2)
-	}
-	defer log.Sync() //nolint:errcheck // nothing useful to do when stderr is gone
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
-	if err := run(ctx, s, log, nil); err != nil {
-		log.Error("gateway stopped", zap.Error(err))
-		os.Exit(1)
-	}
+	svcflag.Main("gateway", parse, func(s settings) string { return s.logLevel },
+		func(ctx context.Context, s settings, log *zap.Logger) error { return run(ctx, s, log, nil) })
 }
 
 // run runs the gateway until ctx ends. ready, when not nil, receives the
