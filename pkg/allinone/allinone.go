@@ -226,7 +226,7 @@ func Run(ctx context.Context, cfg Config, ready func(Info)) error {
 		return err
 	}
 	emb, err := embedder.New(embedder.Config{Engine: eng, JetStream: js, ModelVersion: version, Concurrency: cfg.Concurrency,
-		Instance: "up", Log: log.Named("embedder")})
+		Instance: "up", Log: log.Named("embedder"), Tracer: tracer})
 	if err != nil {
 		return err
 	}

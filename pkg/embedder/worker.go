@@ -13,6 +13,9 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 	"go.uber.org/zap"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -23,6 +26,7 @@ import (
 	"github.com/facegate/facegate/pkg/face"
 	"github.com/facegate/facegate/pkg/imaging"
 	"github.com/facegate/facegate/pkg/liveness"
+	"github.com/facegate/facegate/pkg/telemetry"
 	facegatev1 "github.com/facegate/facegate/proto/facegate/v1"
 )
 
@@ -103,6 +107,11 @@ type Config struct {
 	Instance string
 	// Log receives per-frame failures (never payloads). Default: none.
 	Log *zap.Logger
+	// Tracer makes a span per frame, a child of the gateway's span (the
+	// frame's traceparent header); the face event carries it on to the
+	// matcher. Default: a no-op tracer, which still passes the gateway's
+	// trace context through.
+	Tracer trace.Tracer
 	// Now is the clock for the max-age check. Default time.Now.
 	Now func() time.Time
 
@@ -194,6 +203,9 @@ func New(cfg Config) (*Worker, error) {
 	}
 	if cfg.Log == nil {
 		cfg.Log = zap.NewNop()
+	}
+	if cfg.Tracer == nil {
+		cfg.Tracer = noop.NewTracerProvider().Tracer("")
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -356,6 +368,10 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
 		return
 	}
 
+	ctx, span := w.cfg.Tracer.Start(telemetry.Extract(ctx, msg.Headers()), "embedder.frame", trace.WithAttributes(
+		attribute.String("facegate.site", ref.GetSite()), attribute.String("facegate.camera", ref.GetCamera()),
+		attribute.Int64("facegate.frame_seq", int64(ref.GetSequence()))))
+	defer span.End()
 	t0 := time.Now()
 	img, err := decodeImage(frame, w.cfg.Limits)
 	decodeTime := time.Since(t0)
@@ -383,11 +399,7 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
 	}
 	hdr := nats.Header{}
 	bus.FrameHeaders{Site: ref.GetSite(), Camera: ref.GetCamera(), Seq: ref.GetSequence(), CaptureTime: captured}.Apply(hdr)
-	for _, k := range []string{bus.HeaderTraceParent, bus.HeaderTraceState} {
-		if v := msg.Headers().Get(k); v != "" {
-			hdr.Set(k, v)
-		}
-	}
+	telemetry.Inject(ctx, hdr)
 	hdr.Set(bus.HeaderMsgID, FaceEventMsgID(ref, w.space))
 	if _, err := bus.Publish(ctx, w.cfg.JetStream, subject, ev, hdr); err != nil {
 		if errors.Is(err, bus.ErrTooLarge) {
