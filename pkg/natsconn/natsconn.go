@@ -6,13 +6,17 @@ package natsconn
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"os"
 	"strings"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
+
+	"github.com/facegate/facegate/pkg/bus"
 )
 
 // credsMarker starts the JWT section of a decorated .creds file; an NKEY
@@ -82,3 +86,36 @@ func validInboxPrefix(p string) error {
 	}
 	return nil
 }
+
+// Conn is a service's connection: the core connection and its JetStream
+// context.
+type Conn struct {
+	NC *nats.Conn
+	JS jetstream.JetStream
+}
+
+// Connect connects to url with opts (from Options), opens JetStream and,
+// when ensureStreams is set (development, the all-in-one; never under a
+// least-privilege credential), creates or updates facegate's streams.
+// Close with Drain so acks and publishes still buffered reach the server.
+func Connect(ctx context.Context, url string, opts []nats.Option, ensureStreams bool) (*Conn, error) {
+	nc, err := nats.Connect(url, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("connect to NATS at %s: %w", url, err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("jetstream: %w", err)
+	}
+	if ensureStreams {
+		if err := bus.EnsureStreams(ctx, js, bus.DefaultConfig()); err != nil {
+			nc.Close()
+			return nil, err
+		}
+	}
+	return &Conn{NC: nc, JS: js}, nil
+}
+
+// Drain flushes what is buffered and closes the connection.
+func (c *Conn) Drain() { _ = c.NC.Drain() }

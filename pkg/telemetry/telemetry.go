@@ -90,14 +90,26 @@ func Listen(addr string, reg *prometheus.Registry, log *zap.Logger) (*Server, er
 	return s, nil
 }
 
-// Addr is the address the server listens on.
-func (s *Server) Addr() string { return s.ln.Addr().String() }
+// Addr is the address the server listens on ("" for a nil Server).
+func (s *Server) Addr() string {
+	if s == nil {
+		return ""
+	}
+	return s.ln.Addr().String()
+}
 
 // SetReady sets what /readyz answers.
-func (s *Server) SetReady(ready bool) { s.ready.Store(ready) }
+func (s *Server) SetReady(ready bool) {
+	if s != nil {
+		s.ready.Store(ready)
+	}
+}
 
 // Close stops the server, waiting up to 5 s for requests in flight.
 func (s *Server) Close() error {
+	if s == nil {
+		return nil
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	return s.srv.Shutdown(ctx)
@@ -122,4 +134,18 @@ func NewLogger(level string, dev bool) (*zap.Logger, error) {
 		return nil, fmt.Errorf("telemetry: build logger: %w", err)
 	}
 	return l, nil
+}
+
+// ListenIfSet is Listen when addr is not empty; otherwise it returns a nil
+// *Server, whose methods do nothing, so services need no branches for an
+// optional metrics endpoint.
+func ListenIfSet(addr string, reg *prometheus.Registry, log *zap.Logger) (*Server, error) {
+	if addr == "" {
+		return nil, nil
+	}
+	s, err := Listen(addr, reg, log)
+	if err == nil && log != nil {
+		log.Info("metrics", zap.String("addr", s.Addr()))
+	}
+	return s, err
 }

@@ -27,13 +27,11 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
 	"github.com/facegate/facegate/models"
 	"github.com/facegate/facegate/pkg/api"
 	"github.com/facegate/facegate/pkg/apiauth"
-	"github.com/facegate/facegate/pkg/bus"
 	"github.com/facegate/facegate/pkg/directory"
 	"github.com/facegate/facegate/pkg/face"
 	"github.com/facegate/facegate/pkg/inference"
@@ -173,30 +171,19 @@ func run(ctx context.Context, s settings, log *zap.Logger, ready chan<- string) 
 	if err != nil {
 		return err
 	}
-	nc, err := nats.Connect(s.natsURL, opts...)
+	conn, err := natsconn.Connect(ctx, s.natsURL, opts, s.ensureStreams)
 	if err != nil {
-		return fmt.Errorf("connect to NATS at %s: %w", s.natsURL, err)
+		return err
 	}
-	defer nc.Drain() //nolint:errcheck // exiting anyway
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return fmt.Errorf("jetstream: %w", err)
-	}
-	if s.ensureStreams {
-		if err := bus.EnsureStreams(ctx, js, bus.DefaultConfig()); err != nil {
-			return err
-		}
-	}
+	defer conn.Drain()
+	js := conn.JS
 
 	reg := telemetry.NewRegistry()
-	var ms *telemetry.Server
-	if s.metricsAddr != "" {
-		if ms, err = telemetry.Listen(s.metricsAddr, reg, log); err != nil {
-			return err
-		}
-		defer ms.Close()
-		log.Info("metrics", zap.String("addr", ms.Addr()))
+	ms, err := telemetry.ListenIfSet(s.metricsAddr, reg, log)
+	if err != nil {
+		return err
 	}
+	defer ms.Close()
 	dir, err := directory.New(ctx, directory.Config{JetStream: js, Keys: keys,
 		Spaces: []directory.Space{{Name: eng.Space(), Dim: eng.Dim()}}, SnapshotDir: s.snapshotDir, Log: log, Registerer: reg})
 	if err != nil {

@@ -19,7 +19,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
 	"github.com/facegate/facegate/pkg/audit"
@@ -122,21 +121,12 @@ func run(ctx context.Context, s settings, log *zap.Logger) error {
 	if err != nil {
 		return err
 	}
-	nc, err := nats.Connect(s.natsURL, opts...)
+	conn, err := natsconn.Connect(ctx, s.natsURL, opts, s.ensureStreams)
 	if err != nil {
-		return fmt.Errorf("connect to NATS at %s: %w", s.natsURL, err)
+		return err
 	}
-	// Drain (not Close) so the acks of the last batch reach the server.
-	defer nc.Drain() //nolint:errcheck // exiting anyway
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return fmt.Errorf("jetstream: %w", err)
-	}
-	if s.ensureStreams {
-		if err := bus.EnsureStreams(ctx, js, bus.DefaultConfig()); err != nil {
-			return err
-		}
-	}
+	defer conn.Drain()
+	js := conn.JS
 
 	reg := telemetry.NewRegistry()
 	sink, err := auditsink.New(ctx, auditsink.Config{
