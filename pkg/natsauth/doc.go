@@ -41,6 +41,10 @@
 //	               (erasure); ordered consumers on ENROLMENTS,
 //	               DECISIONS, FRAMES and FACES
 //	               facegate.audit.api, facegate.errors.enrolment-api
+//	reembed        ordered consumer on ENROLMENTS (as the matcher)  own inbox
+//	               $JS.API.DIRECT.GET.ENROLMENTS.facegate.enrolments.person.*
+//	               (the last change on a person's subjects)
+//	               facegate.enrolments.photo.* (PhotoAdd, PhotoRemove)
 //	operator       $JS.API.CONSUMER.INFO.FRAMES.*                   own inbox
 //	               $JS.API.CONSUMER.CREATE.FRAMES.>
 //	admin          unrestricted (creates streams and the shared

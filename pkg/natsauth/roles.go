@@ -6,6 +6,7 @@ import (
 	"sort"
 
 	"github.com/facegate/facegate/pkg/bus"
+	"github.com/facegate/facegate/pkg/events"
 )
 
 // Role is what a NATS user is for; it decides the user's permissions.
@@ -24,11 +25,14 @@ const (
 	// RoleRetention purges a site's frames, faces and decisions older than
 	// the site's retention.
 	RoleRetention Role = "retention"
+	// RoleReembed re-embeds the gallery into a new model's space during a
+	// rollout (pkg/reembed, `facegate gallery reembed`).
+	RoleReembed Role = "reembed"
 )
 
 // Roles lists every role, in a fixed order.
 func Roles() []Role {
-	return []Role{RoleGateway, RoleDoor, RoleEmbedder, RoleMatcher, RoleAudit, RoleEnrolmentAPI, RoleOperator, RoleAdmin, RoleRetention}
+	return []Role{RoleGateway, RoleDoor, RoleEmbedder, RoleMatcher, RoleAudit, RoleEnrolmentAPI, RoleOperator, RoleAdmin, RoleRetention, RoleReembed}
 }
 
 // ErrInvalidUser is wrapped by every error about a User.
@@ -198,6 +202,18 @@ func PermissionsFor(u User) (*Permissions, error) {
 			pub = append(pub, orderedRead(s)...)
 			pub = append(pub, "$JS.API.STREAM.PURGE."+s)
 		}
+	case RoleReembed:
+		// pkg/reembed replays the enrolment stream, looks at the last
+		// change on a person's subjects (direct get by subject: a
+		// PersonDelete landing during the run must win) and publishes
+		// PhotoAdds, and the PhotoRemove compensating one, on the
+		// person's photo subject. Nothing else: no person, group, door
+		// or policy changes, no purge or delete.
+		pub = append(pub, orderedRead(bus.StreamEnrolments)...)
+		pub = append(pub,
+			"$JS.API.DIRECT.GET."+bus.StreamEnrolments+"."+kindSubject(bus.KindEnrolments, string(events.KindPerson)+".*"),
+			kindSubject(bus.KindEnrolments, string(events.KindPhoto)+".*"),
+		)
 	case RoleEnrolmentAPI:
 		pub = []string{
 			kindSubject(bus.KindEnrolments, ">"),

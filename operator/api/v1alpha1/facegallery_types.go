@@ -43,9 +43,26 @@ type ReembedSpec struct {
 	// +optional
 	RuntimeClassName *string `json:"runtimeClassName,omitempty"`
 	// PhotoClaimName is a PersistentVolumeClaim with the retained enrolment
-	// photos, mounted read-only at /var/lib/facegate/photos.
+	// photos, mounted read-only at /var/lib/facegate/photos; the photo
+	// store is its folder "store" (the API's --photo-dir in the chart).
 	// +optional
 	PhotoClaimName string `json:"photoClaimName,omitempty"`
+	// KeysSecretName is a Secret holding the key-encryption keys (the
+	// chart's keys.existingSecret): the photos are sealed and the new
+	// templates must be. An init container copies the keys into a memory
+	// volume with the file modes the key provider requires.
+	// +optional
+	KeysSecretName string `json:"keysSecretName,omitempty"`
+	// NATSURL of the servers holding the ENROLMENTS stream; empty means
+	// the operator's --nats-url.
+	// +optional
+	NATSURL string `json:"natsURL,omitempty"`
+	// NATSCredentialsSecret names a Secret whose key "nats.creds" holds the
+	// Job's NATS credential (a natsauth reembed user: a .creds file or an
+	// NKEY seed) and whose optional key "inbox-prefix" its inbox prefix,
+	// the layout of an EmbedderPool's credentialsSecret.
+	// +optional
+	NATSCredentialsSecret string `json:"natsCredentialsSecret,omitempty"`
 	// EnvFrom supplies the photo store and index configuration.
 	// +optional
 	EnvFrom []corev1.EnvFromSource `json:"envFrom,omitempty"`

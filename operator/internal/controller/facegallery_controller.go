@@ -40,7 +40,10 @@ type FaceGalleryReconciler struct {
 	Recorder  events.EventRecorder
 	// DefaultReembedImage is used when a gallery names no re-embed image.
 	DefaultReembedImage string
-	Now                 Clock
+	// DefaultNATSURL is handed to re-embedding Jobs whose gallery names no
+	// NATS URL.
+	DefaultNATSURL string
+	Now            Clock
 }
 
 // +kubebuilder:rbac:groups=facegate.io,resources=facegalleries,verbs=get;list;watch
@@ -613,62 +616,7 @@ func (s *galleryStep) ensureJob(ctx context.Context) (string, error) {
 		LabelGallery: labelValue(s.g.Name), LabelModel: labelValue(m.Name), LabelModelID: labelValue(m.Spec.ModelID),
 	}
 	job.Labels = labels
-	// The image's baked model cache is used as is (no volume over it).
-	mounts := []corev1.VolumeMount{
-		{Name: "tmp", MountPath: "/tmp"},
-	}
-	volumes := []corev1.Volume{
-		{Name: "tmp", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
-	}
-	env := []corev1.EnvVar{
-		{Name: "FACEGATE_CACHE", Value: bakedCacheDir},
-		{Name: "FACEGATE_EXECUTION_PROVIDER", Value: executionProvider(spec.Resources)},
-	}
-	if spec.PhotoClaimName != "" {
-		mounts = append(mounts, corev1.VolumeMount{Name: "photos", MountPath: photoDir, ReadOnly: true})
-		volumes = append(volumes, corev1.Volume{Name: "photos", VolumeSource: corev1.VolumeSource{
-			PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: spec.PhotoClaimName, ReadOnly: true}}})
-		env = append(env, corev1.EnvVar{Name: "FACEGATE_PHOTO_DIR", Value: photoDir})
-	}
-	job.Spec = batchv1.JobSpec{
-		BackoffLimit:          ptr.To(spec.BackoffLimit),
-		ActiveDeadlineSeconds: spec.ActiveDeadlineSeconds,
-		Template: corev1.PodTemplateSpec{
-			ObjectMeta: metav1.ObjectMeta{Labels: labels},
-			Spec: corev1.PodSpec{
-				RestartPolicy:      corev1.RestartPolicyNever,
-				ServiceAccountName: spec.ServiceAccountName,
-				NodeSelector:       spec.NodeSelector,
-				Tolerations:        spec.Tolerations,
-				RuntimeClassName:   spec.RuntimeClassName,
-				SecurityContext: &corev1.PodSecurityContext{
-					RunAsNonRoot: ptr.To(true), RunAsUser: ptr.To[int64](65532), FSGroup: ptr.To[int64](65532),
-					SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
-				},
-				Containers: []corev1.Container{{
-					Name:  "reembed",
-					Image: image,
-					// The embedder image carries the facegate CLI next to the
-					// embedder, with the same runtime and models.
-					Command: []string{"/usr/local/bin/facegate"},
-					Args: []string{"gallery", "reembed",
-						"--gallery", s.g.Name,
-						"--collection", st.Candidate.Collection,
-						"--model-id", m.Spec.ModelID,
-						"--model-url", m.Spec.Artifact.URL,
-						"--model-sha256", m.Spec.Artifact.SHA256,
-						"--detector-id", m.Spec.Detector.ModelID,
-					},
-					Env:             env,
-					EnvFrom:         spec.EnvFrom,
-					Resources:       spec.Resources,
-					SecurityContext: restrictedSecurityContext(),
-					VolumeMounts:    mounts,
-				}},
-				Volumes: volumes,
-			},
-		},
-	}
+	job.Spec = reembedJobSpec(spec, labels, image, m.Spec.ModelID, orDefault(spec.NATSURL, s.r.DefaultNATSURL))
 	if err := controllerutil.SetControllerReference(s.g, job, s.r.Scheme()); err != nil {
 		return "", err
 	}

@@ -42,7 +42,8 @@ func (e *env) gallery(t *testing.T, ns, name, model string) *facegatev1.FaceGall
 				MinAgreement: 0.99, MinCompleteness: 1.0, MinShadowSamples: 1000,
 				ShadowTimeoutSeconds:  int64((2 * time.Hour).Seconds()),
 				RollbackWindowSeconds: int64(rollbackWindow.Seconds()),
-				Reembed:               facegatev1.ReembedSpec{BackoffLimit: 1, PhotoClaimName: "photos"},
+				Reembed: facegatev1.ReembedSpec{BackoffLimit: 1, PhotoClaimName: "photos",
+					KeysSecretName: "facegate-keys", NATSCredentialsSecret: "reembed-nats"},
 			},
 		},
 	}
@@ -313,17 +314,7 @@ func TestRolloutSwitchesAfterShadowThenRetiresTheOldModel(t *testing.T) {
 	if err := e.c.Get(ctx, types.NamespacedName{Namespace: ns, Name: g.Status.Rollout.ReembedJob}, &job); err != nil {
 		t.Fatalf("re-embedding Job: %v", err)
 	}
-	args := strings.Join(job.Spec.Template.Spec.Containers[0].Args, " ")
-	for _, want := range []string{"gallery reembed", "--collection " + cand.Collection, "--model-sha256 " + e.sha("/enc-112-64.onnx"), "--gallery lobby"} {
-		if !strings.Contains(args, want) {
-			t.Errorf("job args %q lack %q", args, want)
-		}
-	}
-	if vs := job.Spec.Template.Spec.Volumes; !slices.ContainsFunc(vs, func(v corev1.Volume) bool {
-		return v.PersistentVolumeClaim != nil && v.PersistentVolumeClaim.ClaimName == "photos" && v.PersistentVolumeClaim.ReadOnly
-	}) {
-		t.Errorf("job does not mount the photo claim read-only: %+v", vs)
-	}
+	checkReembedJob(t, &job, "tiny-enc-112-64")
 	if !metav1.IsControlledBy(&job, g) {
 		t.Errorf("job not owned by the gallery")
 	}
@@ -560,5 +551,69 @@ func TestGallerySweepsPoolsOfUnboundModels(t *testing.T) {
 	e.waitGone(t, &facegatev1.EmbedderPool{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "lobby-a-m2"}})
 	if !e.exists(t, &facegatev1.EmbedderPool{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "lobby-a-m1"}}) {
 		t.Fatal("the active pool was swept")
+	}
+}
+
+// checkReembedJob checks the contract of the re-embedding Job with
+// `facegate gallery reembed` and with the chart's photo store and keys.
+func checkReembedJob(t *testing.T, job *batchv1.Job, modelID string) {
+	t.Helper()
+	pod := job.Spec.Template.Spec
+	c := pod.Containers[0]
+	args := strings.Join(c.Args, " ")
+	for _, want := range []string{"gallery reembed --json", "--model " + modelID, "--photos /var/lib/facegate/photos/store", "--keys /run/facegate/private/keys"} {
+		if !strings.Contains(args, want) {
+			t.Errorf("job args %q lack %q", args, want)
+		}
+	}
+	if len(c.Command) != 1 || c.Command[0] != "/usr/local/bin/facegate" {
+		t.Errorf("job command %v", c.Command)
+	}
+	vol := map[string]corev1.Volume{}
+	for _, v := range pod.Volumes {
+		vol[v.Name] = v
+	}
+	if v := vol["photos"]; v.PersistentVolumeClaim == nil || v.PersistentVolumeClaim.ClaimName != "photos" || !v.PersistentVolumeClaim.ReadOnly {
+		t.Errorf("job does not mount the photo claim read-only: %+v", pod.Volumes)
+	}
+	if v := vol["keys"]; v.Secret == nil || v.Secret.SecretName != "facegate-keys" {
+		t.Errorf("job does not mount the keys Secret: %+v", pod.Volumes)
+	}
+	if v := vol["private"]; v.EmptyDir == nil || v.EmptyDir.Medium != corev1.StorageMediumMemory {
+		t.Errorf("key copies not in a memory volume: %+v", pod.Volumes)
+	}
+	if v := vol["nats-creds"]; v.Secret == nil || v.Secret.SecretName != "reembed-nats" {
+		t.Errorf("job does not mount its NATS credential: %+v", pod.Volumes)
+	}
+	// The keys reach the CLI only through the init container's copy.
+	if len(pod.InitContainers) != 1 || pod.InitContainers[0].Name != "install-secrets" ||
+		!slices.Contains(pod.InitContainers[0].Command, "/etc/facegate/keys=/run/facegate/private/keys") {
+		t.Fatalf("init containers %+v", pod.InitContainers)
+	}
+	mounted := map[string]corev1.VolumeMount{}
+	for _, m := range c.VolumeMounts {
+		mounted[m.Name] = m
+	}
+	if _, ok := mounted["keys"]; ok {
+		t.Error("the keys Secret is mounted into the re-embedding container itself")
+	}
+	if m, ok := mounted["private"]; !ok || m.MountPath != "/run/facegate/private" || !m.ReadOnly {
+		t.Errorf("private mount %+v", m)
+	}
+	env := map[string]corev1.EnvVar{}
+	for _, v := range c.Env {
+		env[v.Name] = v
+	}
+	if !strings.HasPrefix(env["FACEGATE_NATS_URL"].Value, "nats://") || env["FACEGATE_NATS_CREDS"].Value != "/etc/facegate/nats/nats.creds" ||
+		env["FACEGATE_CACHE"].Value != "/opt/facegate/cache" {
+		t.Errorf("job env %+v", c.Env)
+	}
+	if ref := env["FACEGATE_NATS_INBOX_PREFIX"].ValueFrom; ref == nil || ref.SecretKeyRef == nil || ref.SecretKeyRef.Name != "reembed-nats" ||
+		ref.SecretKeyRef.Key != "inbox-prefix" {
+		t.Errorf("inbox prefix not from the credential Secret: %+v", env["FACEGATE_NATS_INBOX_PREFIX"])
+	}
+	if pod.SecurityContext == nil || pod.SecurityContext.RunAsUser == nil || *pod.SecurityContext.RunAsUser != 65532 ||
+		pod.SecurityContext.FSGroup == nil || *pod.SecurityContext.FSGroup != 65532 {
+		t.Errorf("pod security context %+v: the keys Secret is group-readable for fsGroup 65532", pod.SecurityContext)
 	}
 }

@@ -14,7 +14,8 @@ import (
 type Config struct {
 	// Lag reads consumer lag (lag.JetStream in production and tests).
 	Lag lag.Reader
-	// NATSURL is handed to embedders whose pool names no URL.
+	// NATSURL is handed to embedders whose pool names no URL, and to
+	// re-embedding Jobs whose gallery names none.
 	NATSURL string
 	// EmbedderImage and ReembedImage are defaults for specs naming none.
 	EmbedderImage string
@@ -54,6 +55,6 @@ func Setup(ctx context.Context, mgr ctrl.Manager, cfg Config) error {
 	}
 	return (&FaceGalleryReconciler{
 		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: mgr.GetEventRecorder("facegate-facegallery"),
-		DefaultReembedImage: cfg.ReembedImage, Now: cfg.Now,
+		DefaultReembedImage: cfg.ReembedImage, DefaultNATSURL: cfg.NATSURL, Now: cfg.Now,
 	}).SetupWithManager(ctx, mgr)
 }

@@ -546,6 +546,21 @@ func TestOneBuildingKeepsItsStateOnVolumes(t *testing.T) {
 	if reembed != "fg-facegate-photos" {
 		t.Errorf("re-embedding Job photo claim %q", reembed)
 	}
+	// The re-embedding Job opens the API's photos with the API's keys, and
+	// reads the store at <claim>/store (controller.photoStoreDir).
+	var keys string
+	for _, v := range a.Spec.Template.Spec.Volumes {
+		if v.Name == "keys" && v.Secret != nil {
+			keys = v.Secret.SecretName
+		}
+	}
+	if ks, _, _ := unstructured.NestedString(g.Object, "spec", "rollout", "reembed", "keysSecretName"); keys == "" || ks != keys {
+		t.Errorf("re-embedding Job keys Secret %q, the API's %q", ks, keys)
+	}
+	api := a.Spec.Template.Spec.Containers[0]
+	if rel := strings.TrimPrefix(envOf(api)["FACEGATE_PHOTO_DIR"], mountPath(api, "photos")); rel != "/store" {
+		t.Errorf("the API's photo store is %q inside its claim; the re-embedding Job reads /store", rel)
+	}
 }
 
 func mountPath(c corev1.Container, volume string) string {

@@ -90,7 +90,7 @@ func Execute(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	root.PersistentFlags().StringVar(&a.cacheDir, "cache", "", "model cache folder (default $FACEGATE_CACHE or ~/.cache/facegate)")
 	root.PersistentFlags().StringVar(&a.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	root.PersistentFlags().BoolVar(&a.jsonOut, "json", false, "print machine-readable JSON on stdout")
-	root.AddCommand(modelsCmd(a), benchCmd(a), enrollCmd(a), verifyCmd(a), identifyCmd(a), peopleCmd(a), forgetCmd(a), evalCmd(a), calibrateCmd(a), demoCmd(a), natsCmd(a), auditCmd(a), upCmd(a), keysCmd(a))
+	root.AddCommand(modelsCmd(a), benchCmd(a), enrollCmd(a), verifyCmd(a), identifyCmd(a), peopleCmd(a), forgetCmd(a), evalCmd(a), calibrateCmd(a), demoCmd(a), natsCmd(a), auditCmd(a), upCmd(a), keysCmd(a), galleryCmd(a))
 
 	err := root.ExecuteContext(ctx)
 	if a.log != nil {
