@@ -108,6 +108,9 @@ func New(cfg Config) (*Janitor, error) {
 	return j, nil
 }
 
+// sweepTimeout is the least time one sweep may take.
+const sweepTimeout = 10 * time.Second
+
 // Interval is the time between sweeps.
 func (j *Janitor) Interval() time.Duration { return j.cfg.Interval }
 
@@ -122,7 +125,13 @@ func (j *Janitor) Run(ctx context.Context) error {
 	t := time.NewTicker(j.cfg.Interval)
 	defer t.Stop()
 	for {
-		if err := j.Sweep(ctx); err != nil && ctx.Err() == nil {
+		// Bounded: a request the server never answers (a permissions
+		// violation gets no reply) must fail visibly, not hang the
+		// janitor until shutdown.
+		sctx, cancel := context.WithTimeout(ctx, max(j.cfg.Interval, sweepTimeout))
+		err := j.Sweep(sctx)
+		cancel()
+		if err != nil && ctx.Err() == nil {
 			j.log.Warn("retention sweep failed", zap.Error(err))
 		}
 		select {

@@ -45,6 +45,8 @@ type settings struct {
 	ensureStreams      bool
 	batch              int
 	retentionConfig    string
+	retentionCreds     string
+	retentionUser      string
 	retentionInterval  time.Duration
 	metricsAddr        string
 	logLevel           string
@@ -69,6 +71,8 @@ func parse(args []string, getenv func(string) string, stderr io.Writer) (setting
 	fs.BoolVar(&s.ensureStreams, "ensure-streams", false, "create or update the streams at start-up (admin credentials only) (env FACEGATE_ENSURE_STREAMS)")
 	fs.IntVar(&s.batch, "batch", 64, "messages per fetch, appended with one fsync (env FACEGATE_BATCH)")
 	fs.StringVar(&s.retentionConfig, "retention-config", "", "per-site retention, JSON {\"site\": {\"frames\": \"10s\", \"faces\": \"2m\", \"decisions\": \"30d\"}}; empty disables (env FACEGATE_RETENTION_CONFIG)")
+	fs.StringVar(&s.retentionCreds, "retention-nats-creds", "", "NATS credential of the retention user (natsauth role retention, which may purge); empty uses the audit user's connection (env FACEGATE_RETENTION_NATS_CREDS)")
+	fs.StringVar(&s.retentionUser, "retention-nats-user", "retention", "NATS user name of the retention credential: its replies arrive under _INBOX.<name> (env FACEGATE_RETENTION_NATS_USER)")
 	fs.DurationVar(&s.retentionInterval, "retention-interval", 0, "time between retention sweeps; 0 picks a quarter of the shortest retention, 1s..1m (env FACEGATE_RETENTION_INTERVAL)")
 	fs.StringVar(&s.metricsAddr, "metrics-addr", "", "serve /metrics, /healthz and /readyz on this address, e.g. :9464; empty disables (env FACEGATE_METRICS_ADDR)")
 	fs.StringVar(&s.logLevel, "log-level", "info", "debug, info, warn or error (env FACEGATE_LOG_LEVEL)")
@@ -89,7 +93,7 @@ func parse(args []string, getenv func(string) string, stderr io.Writer) (setting
 	case s.checkpointInterval < 0 || s.retentionInterval < 0:
 		return s, errors.New("checkpoint-interval and retention-interval must not be negative")
 	}
-	for _, tok := range [][2]string{{"durable", s.durable}, {"nats-user", s.natsUser}} {
+	for _, tok := range [][2]string{{"durable", s.durable}, {"nats-user", s.natsUser}, {"retention-nats-user", s.retentionUser}} {
 		if err := bus.ValidateToken(tok[0], tok[1]); err != nil {
 			return s, err
 		}
@@ -140,7 +144,25 @@ func run(ctx context.Context, s settings, log *zap.Logger) error {
 	}
 	var janitor *retention.Janitor
 	if len(policy) > 0 {
-		if janitor, err = retention.New(retention.Config{JetStream: js, Policy: policy, Interval: s.retentionInterval, Log: log, Registerer: reg}); err != nil {
+		// The janitor purges; under least privilege that is the retention
+		// user's right, not the audit reader's (pkg/natsauth), so it gets
+		// its own connection when a retention credential is given.
+		rjs := js
+		if s.retentionCreds != "" {
+			ropts, err := natsconn.Options("facegate-retention", s.retentionCreds, "_INBOX."+s.retentionUser, log)
+			if err != nil {
+				sink.Close()
+				return err
+			}
+			rconn, err := natsconn.Connect(ctx, s.natsURL, ropts, false)
+			if err != nil {
+				sink.Close()
+				return fmt.Errorf("retention: %w", err)
+			}
+			defer rconn.Drain()
+			rjs = rconn.JS
+		}
+		if janitor, err = retention.New(retention.Config{JetStream: rjs, Policy: policy, Interval: s.retentionInterval, Log: log, Registerer: reg}); err != nil {
 			sink.Close()
 			return err
 		}

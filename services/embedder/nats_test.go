@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap/zaptest"
@@ -18,6 +17,7 @@ import (
 	"github.com/facegate/facegate/pkg/bus"
 	"github.com/facegate/facegate/pkg/events"
 	"github.com/facegate/facegate/pkg/natsauth"
+	"github.com/facegate/facegate/pkg/natsauth/natsauthtest"
 	"github.com/facegate/facegate/pkg/testenv"
 	facegatev1 "github.com/facegate/facegate/proto/facegate/v1"
 )
@@ -39,37 +39,6 @@ func TestParseNATSCredentialFlags(t *testing.T) {
 	}
 }
 
-// startAuthServer runs a real nats-server from the configuration
-// pkg/natsauth generates for users and returns its URL and seed directory.
-func startAuthServer(t *testing.T, users []natsauth.User) (url, seedDir string) {
-	t.Helper()
-	dir := t.TempDir()
-	seedDir = filepath.Join(dir, "seeds")
-	conf, err := natsauth.Generate(natsauth.Deployment{ServerName: "emb-test", Listen: "127.0.0.1:-1",
-		StoreDir: filepath.Join(dir, "js"), Users: users}, seedDir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	confPath := filepath.Join(dir, "nats.conf")
-	if err := os.WriteFile(confPath, conf, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	opts, err := server.ProcessConfigFile(confPath)
-	if err != nil {
-		t.Fatalf("nats-server refused the generated configuration: %v", err)
-	}
-	opts.NoSigs, opts.NoLog = true, true
-	ns, err := server.NewServer(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ns.Start()
-	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server not ready after 10 s")
-	}
-	return ns.ClientURL(), seedDir
-}
 
 // The embedder connects as a least-privilege natsauth embedder user (NKEY
 // seed, its inbox prefix), binds to the durable consumer an admin created
@@ -82,7 +51,7 @@ func TestEmbedderConsumesAsLeastPrivilegeNKEYUser(t *testing.T) {
 		t.Fatalf("want the face-api.js crops, found %d (%v)", len(files), err)
 	}
 	emb := natsauth.User{Name: "emb-hq", Role: natsauth.RoleEmbedder, Site: "hq", Durable: "embedder-hq"}
-	url, seeds := startAuthServer(t, []natsauth.User{{Name: "admin", Role: natsauth.RoleAdmin}, emb})
+	url, seeds := natsauthtest.Start(t, []natsauth.User{{Name: "admin", Role: natsauth.RoleAdmin}, emb})
 
 	ctx := context.Background()
 	adminOpt, err := nats.NkeyOptionFromSeed(natsauth.SeedFile(seeds, "admin"))
