@@ -39,7 +39,6 @@ func TestParseNATSCredentialFlags(t *testing.T) {
 	}
 }
 
-
 // The embedder connects as a least-privilege natsauth embedder user (NKEY
 // seed, its inbox prefix), binds to the durable consumer an admin created
 // and turns every frame of its site into a face event. Without the inbox
