@@ -84,7 +84,7 @@ func Open(ctx context.Context, rt *inference.Runtime, c *modelcache.Cache, opts 
 	if err != nil {
 		return nil, fmt.Errorf("face: detector (run `facegate models fetch`): %w", err)
 	}
-	det, err := detect.New(sessionRunner{detSess}, opts.Detect)
+	det, err := detect.New(DetectorRunner(detSess), opts.Detect)
 	if err != nil {
 		detSess.Close()
 		return nil, fmt.Errorf("face: %w", err)
@@ -317,7 +317,10 @@ func Distance(a, b []float32) float64 {
 	return math.Sqrt(s)
 }
 
-// sessionRunner adapts an ONNX Runtime session to the detector's Runner.
+// DetectorRunner adapts an ONNX Runtime session of the detector model to
+// package detect's Runner.
+func DetectorRunner(s *inference.Session) detect.Runner { return sessionRunner{s} }
+
 type sessionRunner struct{ s *inference.Session }
 
 func (r sessionRunner) Run(ctx context.Context, in detect.Tensor) ([]detect.Tensor, error) {

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"time"
 
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
@@ -45,58 +44,15 @@ type photoKey struct{ person, photo, space string }
 // policy.State (applied as the directory applies changes: undecodable or
 // invalid changes are skipped) and lists the PhotoAdds.
 func scanStream(ctx context.Context, cfg Config) (*streamScan, error) {
-	js := cfg.JetStream
-	stream, err := js.Stream(ctx, cfg.Stream)
-	if err != nil {
-		return nil, fmt.Errorf("keyrotation: open stream %s: %w", cfg.Stream, err)
+	sc := &streamScan{lastSubj: map[string]uint64{}}
+	total := 0
+	if s, err := cfg.JetStream.Stream(ctx, cfg.Stream); err == nil {
+		total = int(s.CachedInfo().State.Msgs)
 	}
-	info, err := stream.Info(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("keyrotation: stream %s info: %w", cfg.Stream, err)
-	}
-	sc := &streamScan{lastSeq: info.State.LastSeq, lastSubj: map[string]uint64{}}
-	if info.State.Msgs == 0 {
-		return sc, nil
-	}
-	total := int(info.State.Msgs)
-	cons, err := js.OrderedConsumer(ctx, cfg.Stream, jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy})
-	if err != nil {
-		return nil, fmt.Errorf("keyrotation: read stream %s: %w", cfg.Stream, err)
-	}
-	it, err := cons.Messages()
-	if err != nil {
-		return nil, fmt.Errorf("keyrotation: read stream %s: %w", cfg.Stream, err)
-	}
-	defer it.Stop()
 	state := policy.NewState()
 	lastAdd := map[photoKey]int{}
 	read := 0
-	for {
-		nctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		msg, err := it.Next(jetstream.NextContext(nctx))
-		cancel()
-		if ctx.Err() != nil {
-			return nil, fmt.Errorf("keyrotation: read stream %s: %w", cfg.Stream, ctx.Err())
-		}
-		if err != nil {
-			if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) {
-				// The tail may have been deleted, so the last sequence is
-				// never delivered: done when nothing is pending.
-				if ci, ierr := cons.Info(ctx); ierr == nil && ci.NumPending == 0 {
-					break
-				}
-				continue
-			}
-			return nil, fmt.Errorf("keyrotation: read stream %s: %w", cfg.Stream, err)
-		}
-		md, err := msg.Metadata()
-		if err != nil {
-			return nil, fmt.Errorf("keyrotation: read stream %s: message metadata: %w", cfg.Stream, err)
-		}
-		seq := md.Sequence.Stream
-		if seq > sc.lastSeq {
-			break // published after the replay started: the next pass sees it
-		}
+	last, err := bus.Replay(ctx, cfg.JetStream, cfg.Stream, func(msg jetstream.Msg, seq uint64) error {
 		read++
 		cfg.Progress("reading "+cfg.Stream, read, total)
 		sc.lastSubj[msg.Subject()] = seq
@@ -111,10 +67,12 @@ func scanStream(ctx context.Context, cfg Config) (*streamScan, error) {
 				sc.adds = append(sc.adds, e)
 			}
 		}
-		if seq >= sc.lastSeq || md.NumPending == 0 {
-			break
-		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("keyrotation: %w", err)
 	}
+	sc.lastSeq = last
 	for person, photos := range state.Export().Photos {
 		for _, ph := range photos {
 			if i, ok := lastAdd[photoKey{person, ph.ID, ph.Space}]; ok {

@@ -50,7 +50,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
@@ -329,55 +328,9 @@ func contains(l []string, s string) bool {
 // scan replays the stream up to its last sequence at the start, applying
 // changes as the directory does (undecodable or invalid ones are skipped).
 func scan(ctx context.Context, cfg Config) (*streamScan, error) {
-	js := cfg.JetStream
-	stream, err := js.Stream(ctx, cfg.Stream)
-	if err != nil {
-		return nil, fmt.Errorf("reembed: open stream %s: %w", cfg.Stream, err)
-	}
-	info, err := stream.Info(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("reembed: stream %s info: %w", cfg.Stream, err)
-	}
-	sc := &streamScan{lastSeq: info.State.LastSeq, state: policy.NewState(), adds: map[addKey]*fv1.PhotoAdd{},
+	sc := &streamScan{state: policy.NewState(), adds: map[addKey]*fv1.PhotoAdd{},
 		subjects: map[addKey]string{}, lastSubj: map[string]uint64{}}
-	if info.State.Msgs == 0 {
-		return sc, nil
-	}
-	cons, err := js.OrderedConsumer(ctx, cfg.Stream, jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy})
-	if err != nil {
-		return nil, fmt.Errorf("reembed: read stream %s: %w", cfg.Stream, err)
-	}
-	it, err := cons.Messages()
-	if err != nil {
-		return nil, fmt.Errorf("reembed: read stream %s: %w", cfg.Stream, err)
-	}
-	defer it.Stop()
-	for {
-		nctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		msg, err := it.Next(jetstream.NextContext(nctx))
-		cancel()
-		if ctx.Err() != nil {
-			return nil, fmt.Errorf("reembed: read stream %s: %w", cfg.Stream, ctx.Err())
-		}
-		if err != nil {
-			if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) {
-				// The tail may have been deleted, so the last sequence is
-				// never delivered: done when nothing is pending.
-				if ci, ierr := cons.Info(ctx); ierr == nil && ci.NumPending == 0 {
-					break
-				}
-				continue
-			}
-			return nil, fmt.Errorf("reembed: read stream %s: %w", cfg.Stream, err)
-		}
-		md, err := msg.Metadata()
-		if err != nil {
-			return nil, fmt.Errorf("reembed: read stream %s: message metadata: %w", cfg.Stream, err)
-		}
-		seq := md.Sequence.Stream
-		if seq > sc.lastSeq {
-			break // published after the replay started: the next pass sees it
-		}
+	last, err := bus.Replay(ctx, cfg.JetStream, cfg.Stream, func(msg jetstream.Msg, seq uint64) error {
 		sc.lastSubj[msg.Subject()] = seq
 		ch := &fv1.EnrolmentChange{}
 		if err := bus.Decode(msg.Data(), ch); err == nil && sc.state.Apply(ch) == nil {
@@ -387,10 +340,12 @@ func scan(ctx context.Context, cfg Config) (*streamScan, error) {
 				sc.subjects[k] = msg.Subject()
 			}
 		}
-		if seq >= sc.lastSeq || md.NumPending == 0 {
-			break
-		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("reembed: %w", err)
 	}
+	sc.lastSeq = last
 	return sc, nil
 }
 

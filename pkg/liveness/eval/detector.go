@@ -19,7 +19,7 @@ func OpenDetector(ctx context.Context, rt *inference.Runtime, c *modelcache.Cach
 	if err != nil {
 		return nil, nil, fmt.Errorf("liveness eval: detector (run `facegate models fetch`): %w", err)
 	}
-	d, err := detect.New(runner{sess}, detect.Options{})
+	d, err := detect.New(face.DetectorRunner(sess), detect.Options{})
 	if err != nil {
 		sess.Close()
 		return nil, nil, fmt.Errorf("liveness eval: %w", err)
@@ -28,19 +28,4 @@ func OpenDetector(ctx context.Context, rt *inference.Runtime, c *modelcache.Cach
 		r, err := d.Detect(ctx, img)
 		return r.Faces, err
 	}, sess.Close, nil
-}
-
-// runner adapts an ONNX Runtime session to the detector's Runner.
-type runner struct{ s *inference.Session }
-
-func (r runner) Run(ctx context.Context, in detect.Tensor) ([]detect.Tensor, error) {
-	outs, err := r.s.Run(ctx, inference.Tensor{Shape: in.Shape, Data: in.Data})
-	if err != nil {
-		return nil, err
-	}
-	res := make([]detect.Tensor, len(outs))
-	for i, o := range outs {
-		res[i] = detect.Tensor{Shape: o.Shape, Data: o.Data}
-	}
-	return res, nil
 }

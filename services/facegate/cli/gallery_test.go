@@ -5,14 +5,12 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
@@ -24,6 +22,7 @@ import (
 	"github.com/facegate/facegate/pkg/events"
 	"github.com/facegate/facegate/pkg/index"
 	"github.com/facegate/facegate/pkg/natsauth"
+	"github.com/facegate/facegate/pkg/natsauth/natsauthtest"
 	"github.com/facegate/facegate/pkg/photostore"
 	"github.com/facegate/facegate/pkg/reembed"
 	"github.com/facegate/facegate/pkg/testenv"
@@ -37,37 +36,12 @@ const galleryImg = "face-api.js/examples/images/"
 // and the reembed user's seed file.
 func authServer(t *testing.T) (string, jetstream.JetStream, string) {
 	t.Helper()
-	dir := t.TempDir()
-	seeds := filepath.Join(dir, "seeds")
-	conf, err := natsauth.Generate(natsauth.Deployment{ServerName: "reembed-test", Listen: "127.0.0.1:-1",
-		StoreDir: filepath.Join(dir, "js"),
-		Users:    []natsauth.User{{Name: "admin", Role: natsauth.RoleAdmin}, {Name: "reembed", Role: natsauth.RoleReembed}}}, seeds)
-	if err != nil {
-		t.Fatal(err)
-	}
-	confPath := filepath.Join(dir, "nats.conf")
-	if err := os.WriteFile(confPath, conf, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	opts, err := server.ProcessConfigFile(confPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	opts.NoSigs, opts.NoLog = true, true
-	ns, err := server.NewServer(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ns.Start()
-	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server not ready")
-	}
+	url, seeds := natsauthtest.Start(t, []natsauth.User{{Name: "admin", Role: natsauth.RoleAdmin}, {Name: "reembed", Role: natsauth.RoleReembed}})
 	seed, err := nats.NkeyOptionFromSeed(natsauth.SeedFile(seeds, "admin"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	nc, err := nats.Connect(ns.ClientURL(), seed)
+	nc, err := nats.Connect(url, seed)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -81,7 +55,7 @@ func authServer(t *testing.T) (string, jetstream.JetStream, string) {
 	if err := bus.EnsureStreams(ctx, js, bus.DefaultConfig()); err != nil {
 		t.Fatal(err)
 	}
-	return ns.ClientURL(), js, natsauth.SeedFile(seeds, "reembed")
+	return url, js, natsauth.SeedFile(seeds, "reembed")
 }
 
 // TestGalleryReembed runs `facegate gallery reembed` as the least-privilege

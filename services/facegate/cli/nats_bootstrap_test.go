@@ -3,50 +3,17 @@ package cli_test
 import (
 	"context"
 	"encoding/json"
-	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/facegate/facegate/pkg/bus"
 	"github.com/facegate/facegate/pkg/natsauth"
+	"github.com/facegate/facegate/pkg/natsauth/natsauthtest"
 )
-
-// bootstrapServer runs a real nats-server from pkg/natsauth's generated
-// configuration for users.
-func bootstrapServer(t *testing.T, users []natsauth.User) (url, seeds string) {
-	t.Helper()
-	dir := t.TempDir()
-	seeds = filepath.Join(dir, "seeds")
-	conf, err := natsauth.Generate(natsauth.Deployment{ServerName: "bootstrap-test", Listen: "127.0.0.1:-1",
-		StoreDir: filepath.Join(dir, "js"), Users: users}, seeds)
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(dir, "nats.conf")
-	if err := os.WriteFile(path, conf, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	opts, err := server.ProcessConfigFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	opts.NoSigs, opts.NoLog = true, true
-	ns, err := server.NewServer(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ns.Start()
-	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server not ready after 10 s")
-	}
-	return ns.ClientURL(), seeds
-}
 
 type bootstrapOut struct {
 	Streams   []string `json:"streams"`
@@ -63,7 +30,7 @@ func TestNatsBootstrapCreatesConsumersServicesBindTo(t *testing.T) {
 	emb := natsauth.User{Name: "emb-hq", Role: natsauth.RoleEmbedder, Site: "hq", Durable: "embedder-dlib-resnet34-128-mirror-hq"}
 	mat := natsauth.User{Name: "matcher-hq", Role: natsauth.RoleMatcher, Site: "hq"}
 	aud := natsauth.User{Name: "audit", Role: natsauth.RoleAudit}
-	url, seeds := bootstrapServer(t, []natsauth.User{{Name: "admin", Role: natsauth.RoleAdmin}, emb, mat, aud})
+	url, seeds := natsauthtest.Start(t, []natsauth.User{{Name: "admin", Role: natsauth.RoleAdmin}, emb, mat, aud})
 
 	args := []string{"nats", "bootstrap", "--nats-url", url, "--nats-creds", natsauth.SeedFile(seeds, "admin"),
 		"--nats-inbox-prefix", "_INBOX.admin", "--space", space, "--site", "hq", "--json"}
